@@ -1,0 +1,31 @@
+"""Versioned wire contracts of xdrec and the one validator that checks them."""
+
+from __future__ import annotations
+
+from schemas.contracts import (
+    SCHEMA_VERSION,
+    CatalogItem,
+    DeadLetter,
+    ModelUpdate,
+    Recommendation,
+    RecommendedItem,
+    TrainingRequest,
+    Trigger,
+    UserEvent,
+)
+from schemas.validation import EventLimits, EventValidator, Rejection
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CatalogItem",
+    "DeadLetter",
+    "EventLimits",
+    "EventValidator",
+    "ModelUpdate",
+    "Recommendation",
+    "RecommendedItem",
+    "Rejection",
+    "TrainingRequest",
+    "Trigger",
+    "UserEvent",
+]

@@ -1,0 +1,157 @@
+"""The wire contracts of xdrec, as pydantic models.
+
+These models are the single source of truth: the JSON Schema files in ``schemas/json/`` are
+generated from them (``xdrec schemas export``) and a test fails when the two drift apart.
+Every message carries ``schema_version`` so that consumers can refuse what they do not know.
+Bounds that depend on deployment settings (known domains, text length, time range) are checked
+by :mod:`schemas.validation`, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+DomainName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+EventType = Literal["view", "click", "add_to_cart", "purchase", "review", "rating"]
+
+
+class Contract(BaseModel):
+    """Shared strictness: unknown fields, NaN and infinities are errors, not surprises."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        frozen=True,
+    )
+
+
+class UserEvent(Contract):
+    """One user interaction in one domain, published to ``events.<domain>`` keyed by user_id."""
+
+    schema_version: Literal[1]
+    event_id: Identifier = Field(description="Producer-assigned id, unique per event.")
+    user_id: Identifier
+    domain: DomainName
+    item_id: Identifier
+    event_type: EventType
+    timestamp: float = Field(description="Event time, Unix seconds (UTC).")
+    rating: float | None = Field(default=None, ge=0.0, le=5.0)
+    title: str | None = Field(default=None, description="Inline item title for unknown items.")
+    text: str | None = Field(default=None, description="Inline item text for unknown items.")
+
+
+class CatalogItem(Contract):
+    """An item's text, published to the compacted ``catalog.<domain>`` keyed by item_id."""
+
+    schema_version: Literal[1]
+    item_id: Identifier
+    domain: DomainName
+    title: str = Field(max_length=4096)
+    text: str = Field(default="", max_length=65_536)
+
+
+class RecommendedItem(Contract):
+    item_id: Identifier
+    score: float
+    rank: int = Field(ge=1)
+
+
+class Trigger(Contract):
+    """The event that caused a recommendation, so consumers can trace and deduplicate."""
+
+    event_id: Identifier
+    domain: DomainName
+    event_time: float
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class Recommendation(Contract):
+    """Ranked target-domain items for one user, published to ``recs.<target>`` keyed by user_id.
+
+    ``recommendation_id`` is a deterministic function of the user, target, trigger and model
+    version: a redelivered event yields the same id, so consumers drop repeats by it.
+    """
+
+    schema_version: Literal[1]
+    recommendation_id: str
+    user_id: Identifier
+    target_domain: DomainName
+    items: list[RecommendedItem]
+    model_version: str
+    source_domains: list[DomainName]
+    trigger: Trigger
+    generated_at: float = Field(description="Wall-clock time of emission, Unix seconds.")
+
+
+DeadLetterReason = Literal[
+    "oversized",
+    "invalid_utf8",
+    "invalid_json",
+    "schema_violation",
+    "unsupported_schema_version",
+    "unknown_domain",
+    "domain_mismatch",
+    "key_mismatch",
+    "timestamp_out_of_range",
+    "text_too_long",
+    "unknown_item",
+    "unknown_event_type",
+]
+
+
+class DeadLetter(Contract):
+    """A refused input, with where it came from and its original bytes (base64)."""
+
+    schema_version: Literal[1]
+    reason: DeadLetterReason
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(description="Original key, base64, or null.")
+    original: str = Field(description="Original value bytes, base64.")
+    failed_at: float
+
+
+class TrainingRequest(Contract):
+    """Asks the trainer for a new model; the trainer coalesces duplicates."""
+
+    schema_version: Literal[1]
+    request_id: str
+    reason: Literal["schedule", "event_count", "quality_drop", "manual"]
+    requested_by: str
+    requested_at: float
+    window_start: float | None = None
+    window_end: float | None = None
+
+
+class ModelUpdate(Contract):
+    """Announces a promoted model artifact on the compacted ``models.updates`` topic."""
+
+    schema_version: Literal[1]
+    version: str
+    parent_version: str | None
+    artifact_uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    metrics: dict[str, float]
+    created_at: float
+
+
+CONTRACTS: dict[str, type[Contract]] = {
+    "user_event": UserEvent,
+    "catalog_item": CatalogItem,
+    "recommendation": Recommendation,
+    "dead_letter": DeadLetter,
+    "training_request": TrainingRequest,
+    "model_update": ModelUpdate,
+}

@@ -1,0 +1,1 @@
+"""xdrec stream workers: Kafka events in, user interest state, recommendations out."""

@@ -1,0 +1,104 @@
+"""The faust wiring, and nothing else: topics in, micro-batches handed to the runtime.
+
+faust drives consumption, group membership and source-offset commits (at-least-once:
+``take_events`` acks a batch only after the agent has finished with it). The work itself runs
+in :class:`stream.runtime.WorkerRuntime` on a single worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+
+from stream.processor import SourceRecord
+from stream.runtime import WorkerRuntime
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    if not kafka.sasl_mechanism:
+        return None
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+    ssl_context = None
+    if kafka.security_protocol.upper().endswith("SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username or "",
+        password=password,
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
+    """A faust app whose one agent feeds event batches to a :class:`WorkerRuntime`."""
+    state_dir = settings.worker.state_dir / settings.worker.name
+    state_dir.mkdir(parents=True, exist_ok=True)
+    brokers = [f"kafka://{address}" for address in settings.kafka.bootstrap_servers.split(",")]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",
+        web_enabled=False,
+        datadir=str(state_dir / "faust"),
+        topic_partitions=settings.topics.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=settings.worker.batch_size,
+        broker_commit_interval=1.0,
+    )
+    runtime = WorkerRuntime(settings)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdrec-batch")
+    events = app.topic(
+        *[settings.topics.events(domain) for domain in settings.domains],
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topics.partitions,
+    )
+
+    @app.agent(events, name="xdrec.events", concurrency=1)
+    async def process_events(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, runtime.start)
+        async for batch in stream.take_events(
+            settings.worker.batch_size, within=settings.worker.batch_within_seconds
+        ):
+            records = [
+                SourceRecord(
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    key=event.message.key,
+                    value=event.message.value,
+                )
+                for event in batch
+            ]
+            await loop.run_in_executor(executor, runtime.handle_batch, records)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **_: Any) -> None:
+        runtime.forget_partitions({tp.partition for tp in revoked})
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app: faust.App, **_: Any) -> None:
+        executor.shutdown(wait=True)
+        runtime.close()
+
+    return app, runtime
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker process until SIGINT/SIGTERM."""
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

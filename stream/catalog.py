@@ -1,0 +1,163 @@
+"""Item embeddings per domain: encoded once, persisted in RocksDB, served from memory.
+
+Each item is encoded once per encoder fingerprint and text: the RocksDB copy survives
+restarts, so a worker that restarts re-reads the catalog topic but encodes nothing it already
+has. In memory, each domain keeps a growable matrix whose prefix is handed to the scorer
+without copying. Thread-safe: the catalog reader and the batch processor both write here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rocksdict import Options, Rdict
+
+from stream.scoring import DomainIndex
+
+log = logging.getLogger(__name__)
+
+_SEPARATOR = "\x1f"
+_HASH_BYTES = 16
+
+
+def text_digest(text: str) -> bytes:
+    """A short digest of an item's text: a changed text means a new embedding."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[:_HASH_BYTES]
+
+
+@dataclass
+class _DomainTable:
+    dimension: int
+    item_ids: list[str] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    digests: list[bytes] = field(default_factory=list)
+    matrix: np.ndarray = field(init=False)
+    active: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matrix = np.zeros((16, self.dimension), dtype=np.float32)
+        self.active = np.zeros(16, dtype=bool)
+
+    def upsert(self, item_id: str, digest: bytes, vector: np.ndarray) -> None:
+        position = self.positions.get(item_id)
+        if position is None:
+            position = len(self.item_ids)
+            if position == len(self.matrix):
+                # Grow into new arrays: views already handed out stay valid and unchanged.
+                self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+                self.active = np.concatenate([self.active, np.zeros_like(self.active)])
+            self.item_ids.append(item_id)
+            self.digests.append(digest)
+            self.positions[item_id] = position
+        else:
+            self.digests[position] = digest
+        self.matrix[position] = vector
+        self.active[position] = True
+
+
+class ItemCatalog:
+    """Embeddings of every known item, keyed by domain and item id."""
+
+    def __init__(self, path: Path, fingerprint: str, dimension: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        self._db = Rdict(str(path), options=options)
+        self.fingerprint = fingerprint
+        self.dimension = dimension
+        self._tables: dict[str, _DomainTable] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, domain: str, item_id: str) -> bytes:
+        return _SEPARATOR.join((self.fingerprint, domain, item_id)).encode("utf-8")
+
+    def load(self) -> int:
+        """Read this encoder's persisted embeddings into memory; returns how many."""
+        prefix = (self.fingerprint + _SEPARATOR).encode("utf-8")
+        loaded = 0
+        with self._lock:
+            iterator = self._db.iter()
+            iterator.seek(prefix)
+            while iterator.valid():
+                key = iterator.key()
+                if not key.startswith(prefix):
+                    break
+                _, domain, item_id = key.decode("utf-8").split(_SEPARATOR, 2)
+                value = iterator.value()
+                vector = np.frombuffer(value[_HASH_BYTES:], dtype="<f4")
+                self._table(domain).upsert(item_id, value[:_HASH_BYTES], vector)
+                loaded += 1
+                iterator.next()
+        log.info("item embeddings loaded items=%d domains=%d", loaded, len(self._tables))
+        return loaded
+
+    def _table(self, domain: str) -> _DomainTable:
+        table = self._tables.get(domain)
+        if table is None:
+            table = self._tables[domain] = _DomainTable(self.dimension)
+        return table
+
+    def needs_encoding(self, domain: str, item_id: str, digest: bytes) -> bool:
+        """True when the item is new or its text changed since it was encoded."""
+        with self._lock:
+            table = self._tables.get(domain)
+            if table is None or item_id not in table.positions:
+                return True
+            position = table.positions[item_id]
+            return table.digests[position] != digest or not table.active[position]
+
+    def add(
+        self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
+    ) -> None:
+        """Store freshly encoded items, on disk first, then in memory."""
+        if not item_ids:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True):
+            self._db[self._key(domain, item_id)] = digest + vector.tobytes()
+        with self._lock:
+            table = self._table(domain)
+            for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True):
+                table.upsert(item_id, digest, vector)
+
+    def remove(self, domain: str, item_id: str) -> None:
+        """A catalog tombstone: the item is no longer recommended."""
+        with self._lock:
+            table = self._tables.get(domain)
+            if table is not None and item_id in table.positions:
+                table.active[table.positions[item_id]] = False
+        self._db.delete(self._key(domain, item_id))
+
+    def embedding(self, domain: str, item_id: str) -> np.ndarray | None:
+        with self._lock:
+            table = self._tables.get(domain)
+            if table is None:
+                return None
+            position = table.positions.get(item_id)
+            if position is None:
+                return None
+            return table.matrix[position].copy()
+
+    def index(self, domain: str) -> DomainIndex:
+        """A snapshot of the domain's items for scoring (no copy of the matrix)."""
+        with self._lock:
+            table = self._table(domain)
+            rows = len(table.item_ids)
+            return DomainIndex(
+                domain=domain,
+                item_ids=table.item_ids,
+                positions=table.positions,
+                matrix=table.matrix[:rows],
+                active=table.active[:rows].copy(),
+            )
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {domain: int(table.active.sum()) for domain, table in self._tables.items()}
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,154 @@
+"""The quick start: a local broker, one worker, the three-domain sample replayed, and the
+recommendations printed as a downstream service receives them. Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from stream.broker import start_broker, stop_broker
+from stream.consume import follow, format_recommendation
+from stream.dataset import Dataset
+from stream.replay import replay_dataset
+from stream.sample import sample_items, write_sample_dataset
+from stream.settings import Settings, settings_env
+from stream.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "worker ready"
+
+
+def start_worker_process(settings: Settings, log_file: Path) -> subprocess.Popen:
+    """``xdrec worker`` in a child process, configured through XDREC_* variables."""
+    env = {**os.environ, **settings_env(settings)}
+    with log_file.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_log_line(
+    process: subprocess.Popen, log_file: Path, needle: str, timeout: float
+) -> None:
+    """Block until the worker logs ``needle``; fail with the log's tail if it dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in log_file.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
+    raise RuntimeError(f"worker did not become ready (see {log_file}):\n{tail}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_demo(
+    settings: Settings, workdir: Path, *, rate: float | None = None, exit_when_done: bool = False
+) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker_dir = workdir / "broker"
+    info = start_broker(broker_dir)
+    print(f"broker  {info.bootstrap_servers} (log: {info.log_file})", flush=True)
+    worker: subprocess.Popen | None = None
+    stop = threading.Event()
+    try:
+        settings = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(
+                    update={"bootstrap_servers": info.bootstrap_servers}
+                ),
+                "worker": settings.worker.model_copy(update={"state_dir": workdir / "state"}),
+            }
+        )
+        create_topics(settings)
+        dataset = Dataset(write_sample_dataset(workdir / "sample"))
+        titles = {item["item_id"]: item["title"] for item in sample_items()}
+        worker_log = workdir / "worker.log"
+        worker = start_worker_process(settings, worker_log)
+        print(f"worker  pid={worker.pid} (log: {worker_log}); loading the encoder…", flush=True)
+        wait_for_log_line(worker, worker_log, READY_LINE, timeout=300.0)
+
+        targets = list(settings.recommendations.routes)
+        received = []
+        printer = threading.Thread(
+            target=_print_recommendations,
+            args=(settings, targets, titles, received, stop),
+            daemon=True,
+        )
+        printer.start()
+        time.sleep(2.0)  # let the printer's consumer join before the first recommendation
+        stats = replay_dataset(settings, dataset, rate=rate, progress=False)
+        print(
+            f"replayed {stats.items} catalog items and {stats.events} events "
+            f"in {stats.seconds:.1f}s",
+            flush=True,
+        )
+        started = time.monotonic()
+        last_count, last_change = -1, time.monotonic()
+        while time.monotonic() - last_change < 5.0:
+            time.sleep(0.5)
+            if len(received) != last_count:
+                last_count, last_change = len(received), time.monotonic()
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited with {worker.returncode}; see {worker_log}")
+        elapsed = last_change - started + stats.seconds
+        print(
+            f"\nsummary: {stats.events} events → {len(received)} recommendations in "
+            f"{elapsed:.1f}s ({stats.events / elapsed:.0f} events/s end to end, "
+            f"replay included)",
+            flush=True,
+        )
+        if exit_when_done:
+            return 0 if received else 1
+        print(
+            "the worker keeps running: publish more with `xdrec replay`; Ctrl-C stops all",
+            flush=True,
+        )
+        while worker.poll() is None:
+            time.sleep(0.5)
+        return worker.returncode or 0
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    finally:
+        stop.set()
+        if worker is not None:
+            stop_process(worker)
+        stop_broker(broker_dir)
+        print("stopped worker and broker", flush=True)
+
+
+def _print_recommendations(
+    settings: Settings,
+    targets: list[str],
+    titles: dict[str, str],
+    received: list[dict],
+    stop: threading.Event,
+) -> None:
+    topics = [settings.topics.recs(target) for target in targets]
+    for rec in follow(settings, topics, from_beginning=True, should_stop=stop.is_set):
+        received.append(rec)
+        print(format_recommendation(rec, titles, top=3), flush=True)

@@ -1,0 +1,345 @@
+"""The pure processing core: a batch of raw events and the current user states in, new states,
+recommendations and dead letters out.
+
+It imports no Kafka and no faust, so the worker, the offline replay, the tests and the
+benchmarks all run the same code. Each user's state is loaded once and written once per batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from schemas import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    EventLimits,
+    EventValidator,
+    Recommendation,
+    RecommendedItem,
+    Rejection,
+    Trigger,
+    UserEvent,
+)
+from stream.catalog import text_digest
+from stream.encoder import item_text
+from stream.scoring import DomainIndex, top_k
+from stream.settings import Settings
+from stream.state import AppliedEvent, UserState, apply_event, interest_query
+
+ZERO_SHOT_VERSION = "v0"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One consumed Kafka record, as the transport hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ItemEmbeddings(Protocol):
+    """What the processor needs from the item catalog."""
+
+    def embedding(self, domain: str, item_id: str) -> np.ndarray | None: ...
+    def add(
+        self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
+    ) -> None: ...
+    def index(self, domain: str) -> DomainIndex: ...
+
+
+class Encoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass
+class BatchOutput:
+    """What one batch produced; the runtime persists states and publishes the rest."""
+
+    # user_id -> (source partition, new state): the partition decides the changelog partition.
+    states: dict[str, tuple[int, UserState]] = field(default_factory=dict)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    applied_by_domain: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+
+@dataclass(slots=True)
+class _PendingRecommendation:
+    user_id: str
+    target: str
+    sources: list[str]
+    query: np.ndarray
+    exclude: frozenset[str]
+    trigger: Trigger
+
+
+def dead_letter(record: SourceRecord, rejection: Rejection, failed_at: float) -> DeadLetter:
+    """Wrap a refused record with its origin and original bytes."""
+    return DeadLetter(
+        schema_version=SCHEMA_VERSION,
+        reason=rejection.reason,
+        detail=rejection.detail,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=base64.b64encode(record.key).decode("ascii") if record.key is not None else None,
+        original=base64.b64encode(record.value or b"").decode("ascii"),
+        failed_at=failed_at,
+    )
+
+
+def recommendation_id(user_id: str, target: str, event_id: str, model_version: str) -> str:
+    """Deterministic, so a redelivered event produces the same id and consumers can dedupe."""
+    material = "\x1f".join((user_id, target, event_id, model_version)).encode("utf-8")
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+class BatchProcessor:
+    """Validates, applies and scores one micro-batch; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        items: ItemEmbeddings,
+        encoder: Encoder,
+        *,
+        model_version: str = ZERO_SHOT_VERSION,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.items = items
+        self.encoder = encoder
+        self.model_version = model_version
+        self.clock = clock
+        self.validator = EventValidator(
+            settings.domains, limits=_event_limits(settings), clock=clock
+        )
+        self.topic_domains = {settings.topics.events(d): d for d in settings.domains}
+        # source domain -> routes it feeds
+        self.routes_by_source: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+        for target, sources in settings.recommendations.routes.items():
+            for source in sources:
+                self.routes_by_source[source].append((target, sources))
+
+    def process(
+        self,
+        records: Sequence[SourceRecord],
+        load_state: Callable[[str], UserState | None],
+        refresh_items: Callable[[], None] | None = None,
+    ) -> BatchOutput:
+        """Process ``records`` in order. ``refresh_items`` lets the caller catch the catalog up
+        once before events for still-unknown items are refused."""
+        output = BatchOutput()
+        now = self.clock()
+        accepted: list[tuple[SourceRecord, UserEvent]] = []
+        for record in records:
+            result = self._validate(record)
+            if isinstance(result, Rejection):
+                output.dead_letters.append(dead_letter(record, result, now))
+            else:
+                accepted.append((record, result))
+
+        embeddings = self._resolve_embeddings(accepted, refresh_items)
+        pending: list[_PendingRecommendation] = []
+        states: dict[str, UserState] = {}
+        interest = self.settings.interest
+        for record, event in accepted:
+            embedding = embeddings.get((event.domain, event.item_id))
+            if embedding is None:
+                rejection = Rejection(
+                    "unknown_item",
+                    f"item {event.item_id!r} is not in catalog.{event.domain} and the event "
+                    "carries no text: publish the catalog item first or add title/text",
+                )
+                output.dead_letters.append(dead_letter(record, rejection, now))
+                continue
+            state = states.get(event.user_id)
+            if state is None:
+                state = load_state(event.user_id) or UserState(user_id=event.user_id)
+                states[event.user_id] = state
+            applied = apply_event(
+                state,
+                AppliedEvent(
+                    event_id=event.event_id,
+                    domain=event.domain,
+                    item_id=event.item_id,
+                    event_type=event.event_type,
+                    timestamp=event.timestamp,
+                    rating=event.rating,
+                    source=f"{record.topic}:{record.partition}",
+                    offset=record.offset,
+                ),
+                embedding,
+                interest,
+            )
+            if not applied:
+                output.duplicates += 1
+                continue
+            output.states[event.user_id] = (record.partition, state)
+            output.applied_by_domain[event.domain] += 1
+            pending.extend(self._due_recommendations(state, event, record))
+
+        output.recommendations = self._score(pending, now)
+        return output
+
+    def _validate(self, record: SourceRecord) -> UserEvent | Rejection:
+        domain = self.topic_domains.get(record.topic)
+        if domain is None:
+            return Rejection("unknown_domain", f"topic {record.topic!r} is not an events topic")
+        result = self.validator.validate_event(record.value, domain)
+        if isinstance(result, Rejection):
+            return result
+        # The key decides the partition, and the partition decides where state lives.
+        if record.key is not None and record.key != result.user_id.encode("utf-8"):
+            return Rejection(
+                "key_mismatch", "record key differs from user_id: key events by user_id"
+            )
+        return result
+
+    def _resolve_embeddings(
+        self,
+        accepted: list[tuple[SourceRecord, UserEvent]],
+        refresh_items: Callable[[], None] | None,
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """Catalog embeddings for every event's item; inline-text items are encoded once here."""
+        found: dict[tuple[str, str], np.ndarray] = {}
+        missing: dict[tuple[str, str], UserEvent] = {}
+        for _, event in accepted:
+            key = (event.domain, event.item_id)
+            if key in found or key in missing:
+                continue
+            vector = self.items.embedding(*key)
+            if vector is None:
+                missing[key] = event
+            else:
+                found[key] = vector
+        if missing and refresh_items is not None:
+            refresh_items()
+            for key in list(missing):
+                vector = self.items.embedding(*key)
+                if vector is not None:
+                    found[key] = vector
+                    del missing[key]
+        inline = {
+            key: item_text(event.title, event.text)
+            for key, event in missing.items()
+            if item_text(event.title, event.text)
+        }
+        if inline:
+            keys = list(inline)
+            vectors = self.encoder.encode([inline[key] for key in keys])
+            by_domain: dict[str, list[int]] = defaultdict(list)
+            for row, (domain, _) in enumerate(keys):
+                by_domain[domain].append(row)
+            for domain, rows in by_domain.items():
+                self.items.add(
+                    domain,
+                    [keys[row][1] for row in rows],
+                    [text_digest(inline[keys[row]]) for row in rows],
+                    vectors[rows],
+                )
+            for row, key in enumerate(keys):
+                found[key] = vectors[row]
+        return found
+
+    def _due_recommendations(
+        self, state: UserState, event: UserEvent, record: SourceRecord
+    ) -> list[_PendingRecommendation]:
+        config = self.settings.recommendations
+        due = []
+        for target, sources in self.routes_by_source.get(event.domain, ()):
+            count = state.pending.get(target, 0) + 1
+            if count < config.every_n_events:
+                state.pending[target] = count
+                continue
+            state.pending[target] = 0
+            query = interest_query(
+                state,
+                target,
+                sources,
+                event.timestamp,
+                self.settings.interest,
+                source_weight=config.source_weight,
+                target_weight=config.target_weight,
+            )
+            if query is None:
+                continue
+            due.append(
+                _PendingRecommendation(
+                    user_id=state.user_id,
+                    target=target,
+                    sources=sorted(d for d in state.interests if d in sources or d == target),
+                    query=query,
+                    exclude=frozenset(state.seen.get(target, ())),
+                    trigger=Trigger(
+                        event_id=event.event_id,
+                        domain=event.domain,
+                        event_time=event.timestamp,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    ),
+                )
+            )
+        return due
+
+    def _score(self, pending: list[_PendingRecommendation], now: float) -> list[Recommendation]:
+        by_target: dict[str, list[int]] = defaultdict(list)
+        for position, request in enumerate(pending):
+            by_target[request.target].append(position)
+        ranked: dict[int, list[tuple[str, float]]] = {}
+        k = self.settings.recommendations.top_k
+        for target, positions in by_target.items():
+            index = self.items.index(target)
+            queries = np.stack([pending[p].query for p in positions])
+            results = top_k(index, queries, [pending[p].exclude for p in positions], k)
+            ranked.update(zip(positions, results, strict=True))
+        recommendations = []
+        for position, request in enumerate(pending):
+            items = ranked[position]
+            if not items:
+                continue
+            recommendations.append(
+                Recommendation(
+                    schema_version=SCHEMA_VERSION,
+                    recommendation_id=recommendation_id(
+                        request.user_id,
+                        request.target,
+                        request.trigger.event_id,
+                        self.model_version,
+                    ),
+                    user_id=request.user_id,
+                    target_domain=request.target,
+                    items=[
+                        RecommendedItem(item_id=item_id, score=score, rank=rank)
+                        for rank, (item_id, score) in enumerate(items, start=1)
+                    ],
+                    model_version=self.model_version,
+                    source_domains=request.sources,
+                    trigger=request.trigger,
+                    generated_at=now,
+                )
+            )
+        return recommendations
+
+
+def _event_limits(settings: Settings) -> EventLimits:
+    limits = settings.limits
+    return EventLimits(
+        max_event_bytes=limits.max_event_bytes,
+        max_text_chars=limits.max_text_chars,
+        max_id_chars=limits.max_id_chars,
+        min_timestamp=limits.min_timestamp,
+        max_future_skew_seconds=limits.max_future_skew_seconds,
+    )

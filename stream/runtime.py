@@ -1,0 +1,172 @@
+"""Everything one worker process holds, and the synchronous handling of one micro-batch.
+
+The faust agent hands each batch here and runs it in a worker thread, so the event loop stays
+free for heartbeats and rebalances. Order within a batch, chosen for at-least-once with
+idempotent state: (1) recommendations, dead letters and new states are produced and
+acknowledged, (2) states and changelog offsets are written to RocksDB, (3) only then does the
+agent ack the source offsets. A crash anywhere replays the batch; events already applied are
+recognized by the per-partition offsets kept in each user's state and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from schemas import DeadLetter, Recommendation
+from stream.catalog import ItemCatalog
+from stream.catalog_reader import CatalogReader
+from stream.changelog import StateChangelog
+from stream.encoder import TextEncoder
+from stream.processor import BatchProcessor, SourceRecord
+from stream.settings import Settings
+from stream.state_store import UserStateStore
+from stream.transport import OutgoingMessage, make_producer, produce_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    records: int
+    applied: Counter[str]
+    duplicates: int
+    recommendations: int
+    dead_letters: int
+    seconds: float
+
+
+def recommendation_messages(
+    settings: Settings, recs: Iterable[Recommendation]
+) -> list[OutgoingMessage]:
+    return [
+        OutgoingMessage(
+            settings.topics.recs(rec.target_domain),
+            rec.user_id.encode("utf-8"),
+            rec.model_dump_json().encode("utf-8"),
+        )
+        for rec in recs
+    ]
+
+
+def dead_letter_messages(
+    settings: Settings, letters: Iterable[DeadLetter]
+) -> list[OutgoingMessage]:
+    topic = settings.topics.dead_letters()
+    return [
+        OutgoingMessage(topic, None, letter.model_dump_json().encode("utf-8")) for letter in letters
+    ]
+
+
+class WorkerRuntime:
+    """Encoder, item catalog, state store, changelog and producer of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = settings.worker.state_dir / settings.worker.name
+        self.encoder: TextEncoder | None = None
+        self.catalog: ItemCatalog | None = None
+        self.reader: CatalogReader | None = None
+        self.store: UserStateStore | None = None
+        self.processor: BatchProcessor | None = None
+        self.producer = make_producer(settings)
+        self.changelog = StateChangelog(settings)
+        self._restored: set[int] = set()
+        self._restored_lock = threading.Lock()
+        self.started = threading.Event()
+
+    def start(self) -> None:
+        """Load the encoder, open the stores and catch the catalog up (may take a while)."""
+        settings = self.settings
+        encoder_settings = settings.encoder
+        self.encoder = TextEncoder(
+            encoder_settings.model_path,
+            max_length=encoder_settings.max_length,
+            batch_size=encoder_settings.batch_size,
+            device=encoder_settings.device,
+        )
+        self.store = UserStateStore(self.state_dir / "users")
+        self.catalog = ItemCatalog(
+            self.state_dir / "items", self.encoder.fingerprint, self.encoder.dimension
+        )
+        self.catalog.load()
+        self.processor = BatchProcessor(settings, self.catalog, self.encoder)
+        self.reader = CatalogReader(
+            settings,
+            self.catalog,
+            self.encoder,
+            self.processor.validator,
+            self.publish_dead_letters,
+        )
+        self.reader.assign()
+        self.reader.catch_up()
+        self.reader.start()
+        self.started.set()
+        log.info("worker ready name=%s state_dir=%s", settings.worker.name, self.state_dir)
+
+    def publish_dead_letters(self, letters: list[DeadLetter]) -> None:
+        produce_all(self.producer, dead_letter_messages(self.settings, letters))
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions were revoked: restore them from the changelog if they come back."""
+        with self._restored_lock:
+            self._restored.difference_update(partitions)
+
+    def _ensure_restored(self, partitions: set[int]) -> None:
+        with self._restored_lock:
+            missing = partitions - self._restored
+        if missing:
+            assert self.store is not None
+            self.changelog.restore(self.store, missing)
+            with self._restored_lock:
+                self._restored |= missing
+
+    def handle_batch(self, records: Sequence[SourceRecord]) -> BatchStats:
+        """Process one micro-batch to completion; returns only when its outputs are durable."""
+        assert self.processor is not None and self.store is not None and self.reader is not None
+        started = time.perf_counter()
+        self._ensure_restored({record.partition for record in records})
+        output = self.processor.process(records, self.store.get, self.reader.catch_up)
+        states = {
+            user_id: (partition, state.to_bytes())
+            for user_id, (partition, state) in output.states.items()
+        }
+        messages = (
+            recommendation_messages(self.settings, output.recommendations)
+            + dead_letter_messages(self.settings, output.dead_letters)
+            + self.changelog.messages(states)
+        )
+        delivered = produce_all(self.producer, messages)
+        offsets = self.changelog.offsets(delivered)
+        self.store.write(((user, value) for user, (_, value) in states.items()), offsets)
+        stats = BatchStats(
+            records=len(records),
+            applied=output.applied_by_domain,
+            duplicates=output.duplicates,
+            recommendations=len(output.recommendations),
+            dead_letters=len(output.dead_letters),
+            seconds=time.perf_counter() - started,
+        )
+        log.debug(
+            "batch done records=%d applied=%d duplicates=%d recs=%d dlq=%d seconds=%.3f",
+            stats.records,
+            sum(stats.applied.values()),
+            stats.duplicates,
+            stats.recommendations,
+            stats.dead_letters,
+            stats.seconds,
+        )
+        return stats
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        self.producer.flush(10.0)
+        if self.store is not None:
+            self.store.close()
+        if self.catalog is not None:
+            self.catalog.close()

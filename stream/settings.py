@@ -1,0 +1,224 @@
+"""The one typed settings object of xdrec.
+
+Layers, lowest first: defaults here → a TOML file (``--config`` or ``XDREC_CONFIG``) →
+``XDREC_*`` environment variables (nested with ``__``) → command-line flags. The object is built
+once at the edge (the CLI) and passed in; no module reads settings from a global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DOMAIN_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the broker; security options pass through to every client."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka properties shared by the producer, consumer and admin client."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
+class TopicSettings(BaseModel):
+    """Topic names and sizes. ``prefix`` namespaces a whole deployment (tests use it)."""
+
+    prefix: str = ""
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    dlq: str = "events.dlq"
+
+    def events(self, domain: str) -> str:
+        return f"{self.prefix}events.{domain}"
+
+    def catalog(self, domain: str) -> str:
+        return f"{self.prefix}catalog.{domain}"
+
+    def recs(self, domain: str) -> str:
+        return f"{self.prefix}recs.{domain}"
+
+    def dead_letters(self) -> str:
+        return f"{self.prefix}{self.dlq}"
+
+    def state_changelog(self, app_id: str) -> str:
+        return f"{self.prefix}{app_id}.user-state.changelog"
+
+
+class EncoderSettings(BaseModel):
+    """The text encoder. ``model_path`` is any local Hugging Face model folder."""
+
+    model_path: Path | None = None
+    max_length: int = Field(default=128, ge=8, le=8192)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    device: str = "auto"
+
+
+class InterestSettings(BaseModel):
+    """How events move a user's interest vectors: event-time decay and weights."""
+
+    half_life_days: float = Field(default=30.0, gt=0)
+    event_weights: dict[str, float] = {
+        "view": 0.5,
+        "click": 1.0,
+        "add_to_cart": 1.5,
+        "purchase": 3.0,
+        "review": 2.0,
+        "rating": 1.0,
+    }
+    # Multiplies the event weight when the event carries a rating; negative values push away.
+    rating_weights: dict[str, float] = {
+        "1": -0.5,
+        "2": 0.0,
+        "3": 0.5,
+        "4": 1.0,
+        "5": 1.5,
+    }
+    max_recent: int = Field(default=50, ge=1, le=10_000)
+    max_seen_per_domain: int = Field(default=1_000, ge=1, le=1_000_000)
+
+
+class RecommendationSettings(BaseModel):
+    """What the worker emits: ``routes`` maps a target domain to the domains that feed it."""
+
+    routes: dict[str, list[str]] = {"movies": ["books", "music"]}
+    top_k: int = Field(default=10, ge=1, le=1000)
+    # Emit one recommendation per route after every N source-domain events of a user.
+    every_n_events: int = Field(default=1, ge=1)
+    # How much a domain's interest counts towards the target query, besides the target itself.
+    source_weight: float = 1.0
+    target_weight: float = 1.0
+
+
+class LimitSettings(BaseModel):
+    """Bounds that separate acceptable events from hostile ones."""
+
+    max_event_bytes: int = Field(default=65_536, ge=256)
+    max_text_chars: int = Field(default=8_192, ge=16)
+    max_id_chars: int = Field(default=256, ge=8)
+    min_timestamp: float = 631_152_000.0  # 1990-01-01
+    max_future_skew_seconds: float = 86_400.0
+
+
+class WorkerSettings(BaseModel):
+    """The stream worker's micro-batching and local state."""
+
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    batch_within_seconds: float = Field(default=0.2, gt=0)
+    state_dir: Path = Path(".xdrec/state")
+    name: str = "worker-0"
+
+
+class Settings(BaseSettings):
+    """Everything xdrec needs to run; see the module docstring for the layering."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="XDREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    app_id: str = Field(default="xdrec", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    domains: list[str] = ["books", "music", "movies"]
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    interest: InterestSettings = InterestSettings()
+    recommendations: RecommendationSettings = RecommendationSettings()
+    limits: LimitSettings = LimitSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_are_names(cls, domains: list[str]) -> list[str]:
+        import re
+
+        if not domains:
+            raise ValueError("configure at least one domain")
+        for domain in domains:
+            if not re.match(DOMAIN_PATTERN, domain):
+                raise ValueError(f"domain {domain!r} must match {DOMAIN_PATTERN}")
+        if len(set(domains)) != len(domains):
+            raise ValueError("domains must be unique")
+        return domains
+
+    @model_validator(mode="after")
+    def _routes_name_known_domains(self) -> Settings:
+        known = set(self.domains)
+        for target, sources in self.recommendations.routes.items():
+            unknown = ({target} | set(sources)) - known
+            if unknown:
+                raise ValueError(
+                    f"route to {target!r} names unknown domains {sorted(unknown)}; "
+                    f"add them to 'domains' ({sorted(known)}) or fix the route"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("XDREC_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the layers; ``overrides`` are the command line's values.
+
+    Raises ``ValueError`` with the offending keys when the file or environment is invalid.
+    """
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ValueError(f"config file {config_file} does not exist")
+        os.environ["XDREC_CONFIG"] = str(config_file)
+    return Settings(**overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``XDREC_*`` variables that rebuild ``settings`` in a child process (secrets included)."""
+    import json
+
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if name == "kafka" and settings.kafka.sasl_password is not None:
+            value["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
+        env[f"XDREC_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, dict | list) else str(value)
+        )
+    return env

@@ -1,0 +1,208 @@
+"""Per-user state kept in the encoder's text-embedding space, and how one event changes it.
+
+State lives in the encoder's space, not a trained model's, so a hot-swapped model never
+invalidates it. Updates use event time only (never the wall clock), so replaying the same
+events yields the same state. This module is pure: no Kafka, no RocksDB, no faust.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream.settings import InterestSettings
+
+STATE_FORMAT = 1
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(slots=True)
+class DomainInterest:
+    """Decayed sum of weighted item embeddings of one domain, as of ``updated_at``."""
+
+    vector: np.ndarray
+    updated_at: float
+    events: int = 0
+
+    def decayed_to(self, when: float, half_life_seconds: float) -> np.ndarray:
+        """The vector as it stands at event time ``when`` (no decay backwards in time)."""
+        if when <= self.updated_at:
+            return self.vector
+        return self.vector * np.float32(2.0 ** (-(when - self.updated_at) / half_life_seconds))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Interaction:
+    """One applied event, ordered by event time then id so the bounded list is order-free."""
+
+    timestamp: float
+    event_id: str
+    item_id: str
+    domain: str
+    event_type: str
+
+
+@dataclass(slots=True)
+class UserState:
+    """Everything the worker keeps about one user."""
+
+    user_id: str
+    interests: dict[str, DomainInterest] = field(default_factory=dict)
+    recent: list[Interaction] = field(default_factory=list)
+    # domain -> item_id -> latest event time: bounded by dropping the oldest, order-free.
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    # "topic:partition" -> last applied offset: a redelivered event is recognized and skipped.
+    offsets: dict[str, int] = field(default_factory=dict)
+    # target domain -> source-domain events since the last recommendation for it.
+    pending: dict[str, int] = field(default_factory=dict)
+    events_applied: int = 0
+
+    def to_bytes(self) -> bytes:
+        """Deterministic serialization: JSON with float32 vectors as base64 (never pickle)."""
+        document = {
+            "format": STATE_FORMAT,
+            "user_id": self.user_id,
+            "interests": {
+                domain: {
+                    "vector": base64.b64encode(
+                        interest.vector.astype("<f4", copy=False).tobytes()
+                    ).decode("ascii"),
+                    "updated_at": interest.updated_at,
+                    "events": interest.events,
+                }
+                for domain, interest in self.interests.items()
+            },
+            "recent": [
+                [i.timestamp, i.event_id, i.item_id, i.domain, i.event_type] for i in self.recent
+            ],
+            "seen": self.seen,
+            "offsets": self.offsets,
+            "pending": self.pending,
+            "events_applied": self.events_applied,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserState:
+        document = json.loads(data)
+        if document.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported user state format {document.get('format')!r}")
+        return cls(
+            user_id=document["user_id"],
+            interests={
+                domain: DomainInterest(
+                    vector=np.frombuffer(base64.b64decode(value["vector"]), dtype="<f4").copy(),
+                    updated_at=value["updated_at"],
+                    events=value["events"],
+                )
+                for domain, value in document["interests"].items()
+            },
+            recent=[Interaction(*row) for row in document["recent"]],
+            seen=document["seen"],
+            offsets=document["offsets"],
+            pending=document["pending"],
+            events_applied=document["events_applied"],
+        )
+
+
+def event_weight(event_type: str, rating: float | None, settings: InterestSettings) -> float:
+    """How strongly an event pulls the interest towards its item (negative pushes away)."""
+    weight = settings.event_weights.get(event_type, 1.0)
+    if rating is not None:
+        weight *= settings.rating_weights.get(str(int(round(rating))), 1.0)
+    return weight
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """The parts of a validated event that the state update needs."""
+
+    event_id: str
+    domain: str
+    item_id: str
+    event_type: str
+    timestamp: float
+    rating: float | None
+    source: str  # "topic:partition"
+    offset: int
+
+
+def apply_event(
+    state: UserState,
+    event: AppliedEvent,
+    embedding: np.ndarray,
+    settings: InterestSettings,
+) -> bool:
+    """Fold one event into ``state``; returns False (and changes nothing) for a redelivery."""
+    last_offset = state.offsets.get(event.source)
+    if last_offset is not None and event.offset <= last_offset:
+        return False
+    half_life = settings.half_life_days * SECONDS_PER_DAY
+    contribution = embedding.astype(np.float32, copy=False) * np.float32(
+        event_weight(event.event_type, event.rating, settings)
+    )
+    interest = state.interests.get(event.domain)
+    if interest is None:
+        state.interests[event.domain] = DomainInterest(
+            vector=contribution.copy(), updated_at=event.timestamp, events=1
+        )
+    else:
+        if event.timestamp >= interest.updated_at:
+            interest.vector = interest.decayed_to(event.timestamp, half_life) + contribution
+            interest.updated_at = event.timestamp
+        else:  # a late event: decay its contribution instead of the stored vector
+            age = interest.updated_at - event.timestamp
+            interest.vector = interest.vector + contribution * np.float32(2.0 ** (-age / half_life))
+        interest.events += 1
+
+    interaction = Interaction(
+        event.timestamp, event.event_id, event.item_id, event.domain, event.event_type
+    )
+    bisect.insort(state.recent, interaction)
+    del state.recent[: max(0, len(state.recent) - settings.max_recent)]
+
+    seen = state.seen.setdefault(event.domain, {})
+    seen[event.item_id] = max(event.timestamp, seen.get(event.item_id, event.timestamp))
+    if len(seen) > settings.max_seen_per_domain:
+        oldest = min(seen.items(), key=lambda pair: (pair[1], pair[0]))[0]
+        del seen[oldest]
+
+    state.offsets[event.source] = event.offset
+    state.events_applied += 1
+    return True
+
+
+def interest_query(
+    state: UserState,
+    target: str,
+    sources: list[str],
+    when: float,
+    settings: InterestSettings,
+    source_weight: float = 1.0,
+    target_weight: float = 1.0,
+) -> np.ndarray | None:
+    """The user's decayed interest towards ``target`` at event time ``when``, L2-normalized.
+
+    Returns None when the user has no interest in any of the domains that feed the target.
+    """
+    half_life = settings.half_life_days * SECONDS_PER_DAY
+    query: np.ndarray | None = None
+    for domain in sorted(state.interests):
+        if domain == target:
+            weight = target_weight
+        elif domain in sources:
+            weight = source_weight
+        else:
+            continue
+        part = state.interests[domain].decayed_to(when, half_life) * np.float32(weight)
+        query = part if query is None else query + part
+    if query is None:
+        return None
+    norm = float(np.linalg.norm(query))
+    if not np.isfinite(norm) or norm == 0.0:
+        return None
+    return (query / np.float32(norm)).astype(np.float32, copy=False)

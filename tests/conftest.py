@@ -1,0 +1,82 @@
+"""Shared fixtures: one real Kafka broker per test session, isolated deployments per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from support import WorkerProcess
+
+from stream.broker import BrokerInfo, start_broker, stop_broker
+from stream.settings import Settings
+from stream.topics import create_topics
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    """A real single-node KRaft broker on a free loopback port, for the whole session."""
+    data_dir = tmp_path_factory.mktemp("kafka")
+    info = start_broker(data_dir)
+    yield info
+    stop_broker(data_dir)
+
+
+@pytest.fixture(scope="session")
+def make_settings(
+    kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Settings]:
+    """Settings for an isolated deployment (own topic prefix, app id and state folder)."""
+
+    def build(**overrides: object) -> Settings:
+        namespace = f"t{uuid.uuid4().hex[:8]}"
+        values: dict = {
+            "app_id": namespace,
+            "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers},
+            "topics": {"prefix": f"{namespace}.", "partitions": 2},
+            "worker": {
+                "state_dir": str(tmp_path_factory.mktemp("state")),
+                "batch_within_seconds": 0.1,
+            },
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        settings = Settings(**values)
+        create_topics(settings)
+        return settings
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def worker_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Starts workers for a test module and stops whatever is left at its end."""
+    workers: list[WorkerProcess] = []
+    log_dir = tmp_path_factory.mktemp("workers")
+
+    def build(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, log_dir / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield build
+    for worker in workers:
+        worker.stop()

@@ -1,0 +1,38 @@
+"""Top-K retrieval: exact against brute force, never returns excluded or removed items."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream.scoring import DomainIndex, top_k
+
+
+def _index(rows: int = 200, dim: int = 16) -> DomainIndex:
+    matrix = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = [f"m{i}" for i in range(rows)]
+    return DomainIndex(
+        "movies", ids, {item: i for i, item in enumerate(ids)}, matrix, np.ones(rows, bool)
+    )
+
+
+def test_top_k_matches_brute_force_and_masks_excluded() -> None:
+    index = _index()
+    queries = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+    excluded = [set(), {"m1", "m2"}, {f"m{i}" for i in range(150)}, set(), {"unknown"}]
+    results = top_k(index, queries, excluded, k=10)
+    for query, exclude, result in zip(queries, excluded, results, strict=True):
+        scores = index.matrix @ query
+        expected = sorted(
+            (i for i in range(index.size) if f"m{i}" not in exclude), key=lambda i: -scores[i]
+        )[:10]
+        assert [item for item, _ in result] == [f"m{i}" for i in expected]
+        assert not {item for item, _ in result} & exclude
+
+
+def test_removed_items_and_small_catalogs() -> None:
+    index = _index(rows=5)
+    index.active[2] = False
+    [result] = top_k(index, index.matrix[2:3], [{"m0"}], k=10)
+    assert [item for item, _ in result] and {"m0", "m2"}.isdisjoint(item for item, _ in result)
+    assert len(result) == 3

@@ -1,0 +1,1 @@
+"""Training of the transfer model (see the training issue); empty until then."""
