@@ -80,6 +80,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
                     offset=event.message.offset,
                     key=event.message.key,
                     value=event.message.value,
+                    timestamp=event.message.timestamp,
                 )
                 for event in batch
             ]

@@ -46,6 +46,7 @@ class SourceRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # the Kafka record timestamp, Unix seconds
 
 
 class ItemEmbeddings(Protocol):
@@ -71,7 +72,7 @@ class BatchOutput:
     recommendations: list[Recommendation] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied_by_domain: Counter[str] = field(default_factory=Counter)
-    duplicates: int = 0
+    duplicates_by_domain: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -184,7 +185,7 @@ class BatchProcessor:
                 interest,
             )
             if not applied:
-                output.duplicates += 1
+                output.duplicates_by_domain[event.domain] += 1
                 continue
             output.states[event.user_id] = (record.partition, state)
             output.applied_by_domain[event.domain] += 1

@@ -17,15 +17,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from confluent_kafka import Consumer, TopicPartition
+
 from schemas import DeadLetter, Recommendation
 from stream.catalog import ItemCatalog
 from stream.catalog_reader import CatalogReader
 from stream.changelog import StateChangelog
 from stream.encoder import TextEncoder
-from stream.processor import BatchProcessor, SourceRecord
+from stream.metrics import WorkerMetrics
+from stream.processor import ZERO_SHOT_VERSION, BatchOutput, BatchProcessor, SourceRecord
 from stream.settings import Settings
 from stream.state_store import UserStateStore
-from stream.transport import OutgoingMessage, make_producer, produce_all
+from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 class BatchStats:
     records: int
     applied: Counter[str]
-    duplicates: int
+    duplicates: Counter[str]
     recommendations: int
     dead_letters: int
     seconds: float
@@ -65,8 +68,12 @@ def dead_letter_messages(
 class WorkerRuntime:
     """Encoder, item catalog, state store, changelog and producer of one worker process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
+        # (topic, partition) -> next offset to process, for the lag gauge.
+        self.positions: dict[tuple[str, int], int] = {}
+        self.domain_of_topic = {settings.topics.events(d): d for d in settings.domains}
         self.state_dir = settings.worker.state_dir / settings.worker.name
         self.encoder: TextEncoder | None = None
         self.catalog: ItemCatalog | None = None
@@ -77,11 +84,21 @@ class WorkerRuntime:
         self.changelog = StateChangelog(settings)
         self._restored: set[int] = set()
         self._restored_lock = threading.Lock()
+        self._closing = threading.Event()
+        self.metrics_port: int | None = None
         self.started = threading.Event()
 
     def start(self) -> None:
         """Load the encoder, open the stores and catch the catalog up (may take a while)."""
         settings = self.settings
+        self.metrics.initialize(
+            settings.domains, list(settings.recommendations.routes), ZERO_SHOT_VERSION
+        )
+        self.metrics.model.info({"model_version": ZERO_SHOT_VERSION})
+        self.metrics.model_created.set(time.time())
+        if settings.metrics.enabled:
+            self.metrics_port = self.metrics.serve(settings.metrics.address, settings.metrics.port)
+            threading.Thread(target=self._monitor, name="xdrec-gauges", daemon=True).start()
         encoder_settings = settings.encoder
         self.encoder = TextEncoder(
             encoder_settings.model_path,
@@ -94,11 +111,13 @@ class WorkerRuntime:
             self.state_dir / "items", self.encoder.fingerprint, self.encoder.dimension
         )
         self.catalog.load()
-        self.processor = BatchProcessor(settings, self.catalog, self.encoder)
+        self.processor = BatchProcessor(
+            settings, self.catalog, self.metrics.instrument(self.encoder, "inline")
+        )
         self.reader = CatalogReader(
             settings,
             self.catalog,
-            self.encoder,
+            self.metrics.instrument(self.encoder, "catalog"),
             self.processor.validator,
             self.publish_dead_letters,
         )
@@ -113,15 +132,19 @@ class WorkerRuntime:
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: restore them from the changelog if they come back."""
+        partitions = set(partitions)
         with self._restored_lock:
             self._restored.difference_update(partitions)
+            for topic, partition in [tp for tp in self.positions if tp[1] in partitions]:
+                del self.positions[(topic, partition)]
+                self.metrics.consumer_lag.remove(topic, str(partition))
 
     def _ensure_restored(self, partitions: set[int]) -> None:
         with self._restored_lock:
             missing = partitions - self._restored
         if missing:
             assert self.store is not None
-            self.changelog.restore(self.store, missing)
+            self.metrics.state_restored.inc(self.changelog.restore(self.store, missing))
             with self._restored_lock:
                 self._restored |= missing
 
@@ -146,23 +169,79 @@ class WorkerRuntime:
         stats = BatchStats(
             records=len(records),
             applied=output.applied_by_domain,
-            duplicates=output.duplicates,
+            duplicates=output.duplicates_by_domain,
             recommendations=len(output.recommendations),
             dead_letters=len(output.dead_letters),
             seconds=time.perf_counter() - started,
         )
+        self._observe(records, output, stats)
+        return stats
+
+    def _observe(
+        self, records: Sequence[SourceRecord], output: BatchOutput, stats: BatchStats
+    ) -> None:
+        metrics = self.metrics
+        now = time.time()
+        consumed: Counter[str] = Counter()
+        for record in records:
+            consumed[self.domain_of_topic.get(record.topic, "unknown")] += 1
+            if record.timestamp:
+                metrics.event_latency.observe(max(0.0, now - record.timestamp))
+            key = (record.topic, record.partition)
+            self.positions[key] = max(self.positions.get(key, 0), record.offset + 1)
+        for domain, count in consumed.items():
+            metrics.events_consumed.labels(domain).inc(count)
+        for domain, count in stats.applied.items():
+            metrics.events_applied.labels(domain).inc(count)
+        for domain, count in stats.duplicates.items():
+            metrics.events_duplicate.labels(domain).inc(count)
+        for letter in output.dead_letters:
+            metrics.dead_letters.labels(letter.reason).inc()
+        for rec in output.recommendations:
+            metrics.recommendations.labels(rec.target_domain, rec.model_version).inc()
+            metrics.event_time_to_rec.observe(max(0.0, now - rec.trigger.event_time))
+        metrics.batches.inc()
+        metrics.batch_size.observe(stats.records)
+        metrics.batch_seconds.observe(stats.seconds)
         log.debug(
             "batch done records=%d applied=%d duplicates=%d recs=%d dlq=%d seconds=%.3f",
             stats.records,
             sum(stats.applied.values()),
-            stats.duplicates,
+            sum(stats.duplicates.values()),
             stats.recommendations,
             stats.dead_letters,
             stats.seconds,
         )
-        return stats
+
+    def refresh_gauges(self, watermarks: Consumer) -> None:
+        """Lag, state size and catalog size; called every few seconds off the hot path."""
+        metrics = self.metrics
+        for (topic, partition), position in list(self.positions.items()):
+            _, high = watermarks.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=5.0
+            )
+            metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - position))
+        if self.store is not None:
+            keys, size = self.store.estimates()
+            metrics.state_keys.set(keys)
+            metrics.state_bytes.set(size)
+        if self.catalog is not None:
+            for domain, count in self.catalog.counts().items():
+                metrics.catalog_items.labels(domain).set(count)
+
+    def _monitor(self) -> None:
+        watermarks = make_consumer(self.settings)
+        try:
+            while not self._closing.wait(self.settings.metrics.refresh_seconds):
+                try:
+                    self.refresh_gauges(watermarks)
+                except Exception:  # a failed refresh must never take the worker down
+                    log.exception("gauge refresh failed")
+        finally:
+            watermarks.close()
 
     def close(self) -> None:
+        self._closing.set()
         if self.reader is not None:
             self.reader.close()
         self.producer.flush(10.0)

@@ -137,6 +137,15 @@ class WorkerSettings(BaseModel):
     name: str = "worker-0"
 
 
+class MetricsSettings(BaseModel):
+    """Where /metrics is served; port 0 picks a free port (logged at start)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+    refresh_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything xdrec needs to run; see the module docstring for the layering."""
 
@@ -155,6 +164,7 @@ class Settings(BaseSettings):
     recommendations: RecommendationSettings = RecommendationSettings()
     limits: LimitSettings = LimitSettings()
     worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("domains")
     @classmethod

@@ -79,8 +79,12 @@ class UserStateStore:
             yield UserState.from_bytes(iterator.value())
             iterator.next()
 
-    def key_count(self) -> int:
-        return sum(1 for _ in self.users())
+    def estimates(self) -> tuple[int, int]:
+        """RocksDB's own estimates of (keys, live data bytes): cheap, for gauges."""
+        keys = self._db.property_int_value("rocksdb.estimate-num-keys") or 0
+        size = self._db.property_int_value("rocksdb.estimate-live-data-size") or 0
+        memtables = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        return int(keys), int(size) + int(memtables)
 
     def close(self) -> None:
         self._db.close()

@@ -47,6 +47,7 @@ def make_settings(
             "app_id": namespace,
             "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers},
             "topics": {"prefix": f"{namespace}.", "partitions": 2},
+            "metrics": {"port": 0, "refresh_seconds": 1.0},
             "worker": {
                 "state_dir": str(tmp_path_factory.mktemp("state")),
                 "batch_within_seconds": 0.1,

@@ -21,6 +21,21 @@ from stream.transport import OutgoingMessage, make_consumer, make_producer, prod
 REPO = Path(__file__).resolve().parent.parent
 
 
+def require_binary(name: str) -> str:
+    """The path of ``name``; in CI a missing binary fails the test instead of skipping it."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} not found: run deploy/install-system-deps.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 class WorkerProcess:
     """``xdrec worker`` as a real child process, as production runs it."""
 
@@ -50,6 +65,14 @@ class WorkerProcess:
                 break
             time.sleep(0.2)
         raise AssertionError(f"worker did not start:\n{self.log_file.read_text()[-4000:]}")
+
+    def metrics_port(self) -> int:
+        """The /metrics port the worker logged at start."""
+        import re
+
+        ports = re.findall(r"metrics served address=\S+ port=(\d+)", self.log_file.read_text())
+        assert ports, "worker logged no metrics port"
+        return int(ports[-1])
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flushes — a crash."""

@@ -1,0 +1,204 @@
+"""Prometheus metrics of a worker, and the /metrics endpoint that serves them.
+
+Names follow Prometheus conventions (``_total``, ``_seconds``, base units). Labels are bounded:
+domain, topic, partition, reason, model_version; never user or item ids. docs/metrics.md says
+which question each metric answers; a test checks that every metric used by the dashboard and
+the alert rules is defined here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class WorkerMetrics:
+    """All metrics of one worker process, in their own registry (tests create several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "xdrec_events_consumed_total",
+            "Events read from the event topics.",
+            ["domain"],
+            registry=r,
+        )
+        self.events_applied = Counter(
+            "xdrec_events_applied_total", "Events applied to user state.", ["domain"], registry=r
+        )
+        self.events_duplicate = Counter(
+            "xdrec_events_duplicate_total",
+            "Redelivered events recognized and skipped.",
+            ["domain"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "xdrec_dead_letters_total",
+            "Inputs sent to the dead-letter topic.",
+            ["reason"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "xdrec_recommendations_total",
+            "Recommendations published.",
+            ["target_domain", "model_version"],
+            registry=r,
+        )
+        self.batches = Counter("xdrec_batches_total", "Micro-batches processed.", registry=r)
+        self.batch_size = Histogram(
+            "xdrec_batch_size_events",
+            "Events per micro-batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "xdrec_batch_processing_seconds",
+            "Time to process one micro-batch until its outputs are durable.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "xdrec_event_processing_seconds",
+            "Per event: from its Kafka timestamp to its outputs being durable.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_time_to_rec = Histogram(
+            "xdrec_event_time_to_recommendation_seconds",
+            "Per recommendation: from the triggering event's event time to publication.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "xdrec_consumer_lag_messages",
+            "Messages in the partition after the last one this worker processed.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_keys = Gauge(
+            "xdrec_state_keys", "Estimated keys in the local user state store.", registry=r
+        )
+        self.state_bytes = Gauge(
+            "xdrec_state_bytes", "Estimated live bytes of the local user state store.", registry=r
+        )
+        self.state_restored = Counter(
+            "xdrec_state_restored_records_total",
+            "Changelog records replayed into the local store.",
+            registry=r,
+        )
+        self.catalog_items = Gauge(
+            "xdrec_catalog_items", "Items with an embedding, per domain.", ["domain"], registry=r
+        )
+        self.encoder_batches = Counter(
+            "xdrec_encoder_batches_total", "Encoder calls.", ["source"], registry=r
+        )
+        self.encoder_batch_size = Histogram(
+            "xdrec_encoder_batch_size_items",
+            "Texts per encoder call.",
+            ["source"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.encoder_seconds = Histogram(
+            "xdrec_encoder_seconds",
+            "Seconds per encoder call.",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items_encoded = Counter(
+            "xdrec_items_encoded_total", "Item texts encoded.", ["source"], registry=r
+        )
+        self.model = Info("xdrec_model", "The model version in service.", registry=r)
+        self.model_swaps = Counter(
+            "xdrec_model_swaps_total", "Model versions swapped in.", registry=r
+        )
+        self.model_refused = Counter(
+            "xdrec_model_artifacts_refused_total",
+            "Model artifacts refused, per reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.model_created = Gauge(
+            "xdrec_model_created_timestamp_seconds",
+            "When the serving model was trained (Unix seconds); the worker start for v0.",
+            registry=r,
+        )
+
+    def initialize(self, domains: list[str], targets: list[str], model_version: str) -> None:
+        """Create every known label set at zero, so that rate() sees the first events."""
+        from typing import get_args
+
+        from schemas.contracts import DeadLetterReason
+
+        for domain in domains:
+            self.events_consumed.labels(domain)
+            self.events_applied.labels(domain)
+            self.events_duplicate.labels(domain)
+        for target in targets:
+            self.recommendations.labels(target, model_version)
+        for reason in get_args(DeadLetterReason):
+            self.dead_letters.labels(reason)
+        for source in ("catalog", "inline"):
+            self.encoder_batches.labels(source)
+            self.items_encoded.labels(source)
+
+    def instrument(self, encoder: Encoder, source: str) -> InstrumentedEncoder:
+        """Wrap ``encoder`` so every call is counted and timed under ``source``."""
+        return InstrumentedEncoder(encoder, self, source)
+
+    def serve(self, address: str, port: int) -> int:
+        """Serve /metrics; returns the bound port (``port`` 0 picks a free one)."""
+        try:
+            server, _ = start_http_server(port, addr=address, registry=self.registry)
+        except OSError as exc:
+            raise RuntimeError(
+                f"cannot serve metrics on {address}:{port}: {exc}. Set XDREC_METRICS__PORT to a "
+                "free port (0 picks one) or XDREC_METRICS__ENABLED=false"
+            ) from exc
+        bound = int(server.server_address[1])
+        log.info("metrics served address=%s port=%d path=/metrics", address, bound)
+        return bound
+
+
+class InstrumentedEncoder:
+    """An encoder that reports its calls; ``source`` says who called (catalog or inline)."""
+
+    def __init__(self, encoder: Encoder, metrics: WorkerMetrics, source: str) -> None:
+        self._encoder = encoder
+        self._batches = metrics.encoder_batches.labels(source)
+        self._sizes = metrics.encoder_batch_size.labels(source)
+        self._seconds = metrics.encoder_seconds.labels(source)
+        self._items = metrics.items_encoded.labels(source)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        vectors = self._encoder.encode(texts)
+        self._seconds.observe(time.perf_counter() - started)
+        self._batches.inc()
+        self._sizes.observe(len(texts))
+        self._items.inc(len(texts))
+        return vectors
