@@ -86,6 +86,14 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
             ]
             await loop.run_in_executor(executor, runtime.handle_batch, records)
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set, **_: Any) -> None:
+        log.info(
+            "partitions assigned count=%d partitions=%s",
+            len(assigned),
+            sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+        )
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: Any) -> None:
         runtime.forget_partitions({tp.partition for tp in revoked})

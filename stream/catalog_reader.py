@@ -83,7 +83,7 @@ class CatalogReader:
                 ]
                 if not behind:
                     break
-                self._poll_once(1.0)
+                self._poll_once(0.2)
                 if time.perf_counter() - last_report > 5.0:
                     last_report = time.perf_counter()
                     done = sum(max(tp.offset, 0) for tp in positions)
@@ -157,7 +157,7 @@ class CatalogReader:
         while not self._stop.is_set():
             try:
                 with self._lock:
-                    self._poll_once(0.5)
+                    self._poll_once(0.2)
             except Exception:
                 log.exception("catalog reader failed; retrying in 1s")
                 time.sleep(1.0)

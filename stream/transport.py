@@ -16,6 +16,8 @@ from confluent_kafka.admin import AdminClient
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines, routed through Python logging instead of raw stderr.
+client_log = logging.getLogger("librdkafka")
 
 PARTITIONER = "murmur2_random"
 
@@ -54,6 +56,7 @@ def make_producer(settings: Settings, **overrides: str | int | float | bool) -> 
         "partitioner": PARTITIONER,
         "message.max.bytes": 4_000_000,
         "error_cb": _log_client_error,
+        "logger": client_log,
     }
     config.update(overrides)
     return Producer(config)
@@ -70,13 +73,14 @@ def make_consumer(
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "error_cb": _log_client_error,
+        "logger": client_log,
     }
     config.update(overrides)
     return Consumer(config)
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka.client_config())
+    return AdminClient({**settings.kafka.client_config(), "logger": client_log})
 
 
 def produce_all(
