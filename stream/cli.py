@@ -67,6 +67,23 @@ def _parser() -> argparse.ArgumentParser:
         "--exit-when-done", action="store_true", help="stop once the sample is processed"
     )
 
+    evaluate = commands.add_parser("evaluate", help="offline evaluation over a dataset folder")
+    evaluate.add_argument("--dataset", type=Path, required=True)
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for the report")
+    evaluate.add_argument("--splits", nargs="+", default=["valid", "test"])
+    evaluate.add_argument(
+        "--methods", nargs="+", default=["popularity", "item_knn", "zero_shot_text"]
+    )
+    evaluate.add_argument("--max-users", type=int, help="evaluate the first N users only")
+    evaluate.add_argument("--negatives", type=int, default=999)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--cache-dir", type=Path, default=Path(".xdrec/cache/item-embeddings"))
+    evaluate.add_argument(
+        "--streaming",
+        action="store_true",
+        help="also replay through the broker and score what a worker publishes",
+    )
+
     schemas = commands.add_parser("schemas", help="write the JSON Schema files")
     schemas.add_argument("action", choices=["export"])
     return parser
@@ -122,6 +139,9 @@ def _run(args: argparse.Namespace) -> int:
         for path in export_schemas():
             print(path)
         return 0
+
+    if args.command == "evaluate":
+        return _evaluate(args)
 
     settings = _settings(args)
     if args.command == "topics":
@@ -193,6 +213,39 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(settings, args.workdir, rate=args.rate, exit_when_done=args.exit_when_done)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Offline evaluation: the dataset's domains become the configured domains."""
+    from stream.dataset import Dataset
+    from training.evaluation.offline import evaluate_offline
+    from training.evaluation.report import write_report
+
+    domains = sorted({item.domain for item in Dataset(args.dataset).items()})
+    routes = {target: [d for d in domains if d != target] for target in domains}
+    settings = load_settings(args.config, domains=domains, recommendations={"routes": routes})
+    metrics = evaluate_offline(
+        args.dataset,
+        settings,
+        splits=tuple(args.splits),
+        methods=tuple(args.methods),
+        max_users=args.max_users,
+        negatives=args.negatives,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    if args.streaming:
+        from stream.transport import check_reachable
+        from training.evaluation.streaming import evaluate_streaming
+
+        check_reachable(settings)
+        streamed = evaluate_streaming(
+            args.dataset, settings, args.out / "streaming-run", splits=tuple(args.splits)
+        )
+        metrics["streaming"] = {group: result["metrics"] for group, result in streamed.items()}
+    for path in write_report(metrics, args.out):
+        print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

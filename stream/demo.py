@@ -4,10 +4,7 @@ recommendations printed as a downstream service receives them. Ctrl-C stops all 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,53 +14,11 @@ from stream.consume import follow, format_recommendation
 from stream.dataset import Dataset
 from stream.replay import replay_dataset
 from stream.sample import sample_items, write_sample_dataset
-from stream.settings import Settings, settings_env
+from stream.settings import Settings
+from stream.supervisor import WorkerProcess
 from stream.topics import create_topics
 
 log = logging.getLogger(__name__)
-
-READY_LINE = "worker ready"
-ASSIGNED_LINE = "partitions assigned"
-
-
-def start_worker_process(settings: Settings, log_file: Path) -> subprocess.Popen:
-    """``xdrec worker`` in a child process, configured through XDREC_* variables."""
-    env = {**os.environ, **settings_env(settings)}
-    with log_file.open("ab") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def wait_for_log_line(
-    process: subprocess.Popen, log_file: Path, needle: str, timeout: float
-) -> None:
-    """Block until the worker logs ``needle``; fail with the log's tail if it dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if needle in log_file.read_text(errors="replace"):
-            return
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
-    raise RuntimeError(f"worker did not become ready (see {log_file}):\n{tail}")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if it does not exit in time."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def run_demo(
@@ -73,7 +28,7 @@ def run_demo(
     broker_dir = workdir / "broker"
     info = start_broker(broker_dir)
     print(f"broker  {info.bootstrap_servers} (log: {info.log_file})", flush=True)
-    worker: subprocess.Popen | None = None
+    worker: WorkerProcess | None = None
     stop = threading.Event()
     try:
         settings = settings.model_copy(
@@ -91,10 +46,9 @@ def run_demo(
         catalog = replay_dataset(settings, dataset, include_events=False, progress=False)
         print(f"catalog {catalog.items} items published", flush=True)
         worker_log = workdir / "worker.log"
-        worker = start_worker_process(settings, worker_log)
-        print(f"worker  pid={worker.pid} (log: {worker_log}); loading the encoder…", flush=True)
-        wait_for_log_line(worker, worker_log, READY_LINE, timeout=300.0)
-        wait_for_log_line(worker, worker_log, ASSIGNED_LINE, timeout=120.0)
+        worker = WorkerProcess(settings, worker_log)
+        print(f"worker  starting (log: {worker_log}); loading the encoder…", flush=True)
+        worker.start()
 
         targets = list(settings.recommendations.routes)
         received: list[dict] = []
@@ -115,8 +69,8 @@ def run_demo(
             quiet = time.monotonic() - (arrivals[-1] if arrivals else replay_started)
             if arrivals and quiet > 5.0:
                 break
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {worker_log}")
+            if not worker.alive():
+                raise RuntimeError(f"worker exited; see {worker_log}")
         if arrivals:
             elapsed = arrivals[-1] - replay_started
             print(
@@ -133,9 +87,9 @@ def run_demo(
             "the worker keeps running: publish more with `xdrec replay`; Ctrl-C stops all",
             flush=True,
         )
-        while worker.poll() is None:
+        while worker.alive():
             time.sleep(0.5)
-        return worker.returncode or 0
+        return 1  # the worker stopped by itself
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
         return 0
@@ -144,7 +98,7 @@ def run_demo(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop.set()
         if worker is not None:
-            stop_process(worker)
+            worker.stop()
         stop_broker(broker_dir)
         print("stopped worker and broker", flush=True)
 

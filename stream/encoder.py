@@ -85,6 +85,9 @@ class TextEncoder:
             ) from exc
         self.model.eval().to(self.device)
         self.dimension = int(self.model.config.hidden_size)
+        # Packaged models sit in a folder called "model": name them by their package instead.
+        folder = self.model_path
+        self.name = folder.parent.name if folder.name == "model" else folder.name
         # Embeddings are only comparable under the same model and truncation.
         self.fingerprint = hashlib.sha256(
             config_file.read_bytes() + f"|max_length={max_length}".encode()
@@ -92,7 +95,7 @@ class TextEncoder:
         self._lock = threading.Lock()
         log.info(
             "encoder loaded model=%s device=%s dim=%d seconds=%.2f",
-            self.model_path.name,
+            self.name,
             self.device,
             self.dimension,
             time.perf_counter() - started,

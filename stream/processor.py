@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from stream.catalog import text_digest
 from stream.encoder import item_text
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event, interest_query
+from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
 
 ZERO_SHOT_VERSION = "v0"
 
@@ -100,6 +101,24 @@ def dead_letter(record: SourceRecord, rejection: Rejection, failed_at: float) ->
     )
 
 
+def in_event_time_order(
+    accepted: list[tuple[SourceRecord, UserEvent]],
+) -> list[tuple[SourceRecord, UserEvent]]:
+    """Interleave the batch's partitions by event time, keeping each partition's own order.
+
+    Each domain has its own topic, so a user's events of different domains arrive in whatever
+    order the fetches bring them; merging by event time (as Kafka Streams synchronizes
+    co-partitioned inputs) restores the user's real sequence within a batch. Order within a
+    partition is never changed: offsets must increase for the redelivery check.
+    """
+    partitions: dict[tuple[str, int], list[tuple[SourceRecord, UserEvent]]] = defaultdict(list)
+    for pair in accepted:
+        partitions[(pair[0].topic, pair[0].partition)].append(pair)
+    if len(partitions) < 2:
+        return accepted
+    return list(heapq.merge(*partitions.values(), key=lambda pair: pair[1].timestamp))
+
+
 def recommendation_id(user_id: str, target: str, event_id: str, model_version: str) -> str:
     """Deterministic, so a redelivered event produces the same id and consumers can dedupe."""
     material = "\x1f".join((user_id, target, event_id, model_version)).encode("utf-8")
@@ -151,6 +170,7 @@ class BatchProcessor:
             else:
                 accepted.append((record, result))
 
+        accepted = in_event_time_order(accepted)
         embeddings = self._resolve_embeddings(accepted, refresh_items)
         pending: list[_PendingRecommendation] = []
         states: dict[str, UserState] = {}
@@ -269,7 +289,7 @@ class BatchProcessor:
                 state,
                 target,
                 sources,
-                event.timestamp,
+                state_time(state),
                 self.settings.interest,
                 source_weight=config.source_weight,
                 target_weight=config.target_weight,

@@ -53,8 +53,13 @@ def event_id_for(interaction: DatasetInteraction, sequence: int) -> str:
     return hashlib.sha1(material.encode("utf-8")).hexdigest()[:24]
 
 
+def event_type_of(raw: str) -> str:
+    """Dataset event types outside the contract are replayed as views."""
+    return raw if raw in KNOWN_EVENT_TYPES else "view"
+
+
 def to_user_event(interaction: DatasetInteraction, sequence: int) -> UserEvent:
-    event_type = interaction.event_type if interaction.event_type in KNOWN_EVENT_TYPES else "view"
+    event_type = event_type_of(interaction.event_type)
     return UserEvent(
         schema_version=SCHEMA_VERSION,
         event_id=event_id_for(interaction, sequence),
@@ -98,9 +103,11 @@ def replay_dataset(
     limit: int | None = None,
     include_catalog: bool = True,
     include_events: bool = True,
+    users: set[str] | None = None,
     progress: bool = True,
 ) -> ReplayStats:
-    """Produce the dataset; returns what was sent. Raises DeliveryError if the broker refuses."""
+    """Produce the dataset (only ``users``' events when given); returns what was sent.
+    Raises DeliveryError if the broker refuses."""
     stats = ReplayStats()
     domains = set(settings.domains)
     producer = make_producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
@@ -149,6 +156,8 @@ def replay_dataset(
             if limit is not None and sequence >= limit:
                 break
             bar.update(1)
+            if users is not None and interaction.user_id not in users:
+                continue
             if interaction.domain not in domains:
                 stats.skipped[f"event_domain:{interaction.domain}"] += 1
                 continue

@@ -28,6 +28,14 @@ class DomainIndex:
         return int(self.matrix.shape[0])
 
 
+def score_items(index: DomainIndex, queries: np.ndarray) -> np.ndarray:
+    """Scores of every item for each query row (cosine, as rows are normalized); removed
+    items score ``-inf``. The worker and the offline evaluator both rank with this."""
+    scores = queries.astype(np.float32, copy=False) @ index.matrix.T
+    scores[:, ~index.active] = -np.inf
+    return scores
+
+
 def top_k(
     index: DomainIndex,
     queries: np.ndarray,
@@ -37,8 +45,7 @@ def top_k(
     """For each query row, the ``k`` best ``(item_id, score)`` pairs, best first."""
     if index.size == 0 or len(queries) == 0:
         return [[] for _ in range(len(queries))]
-    scores = queries.astype(np.float32, copy=False) @ index.matrix.T
-    scores[:, ~index.active] = -np.inf
+    scores = score_items(index, queries)
     results: list[list[tuple[str, float]]] = []
     for row, excluded in zip(scores, exclude, strict=True):
         positions = [index.positions[item] for item in excluded if item in index.positions]

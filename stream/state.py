@@ -176,6 +176,11 @@ def apply_event(
     return True
 
 
+def state_time(state: UserState) -> float:
+    """The latest event time the state has seen: the user's clock, whatever the arrival order."""
+    return max((interest.updated_at for interest in state.interests.values()), default=0.0)
+
+
 def interest_query(
     state: UserState,
     target: str,

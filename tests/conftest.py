@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from support import WorkerProcess
+from support import REPO, WorkerProcess
 
 from stream.broker import BrokerInfo, start_broker, stop_broker
 from stream.settings import Settings
@@ -74,10 +75,20 @@ def worker_factory(
     log_dir = tmp_path_factory.mktemp("workers")
 
     def build(settings: Settings) -> WorkerProcess:
-        worker = WorkerProcess(settings, log_dir / f"worker-{len(workers)}.log")
+        worker = WorkerProcess(settings, log_dir / f"worker-{len(workers)}.log", cwd=REPO)
         workers.append(worker)
         return worker
 
     yield build
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_dataset() -> Path:
+    """The food-kitchen folder of ../shared/data, read-only research data beside the checkout
+    (never part of the repository); tests that need it are skipped, visibly, without it."""
+    folder = REPO.parent / "shared" / "data" / "food-kitchen"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not available: link ../shared beside the checkout")
+    return folder

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -15,10 +12,13 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from schemas import SCHEMA_VERSION, UserEvent
-from stream.settings import Settings, settings_env
+from stream.settings import Settings
+from stream.supervisor import WorkerProcess
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 
 REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["REPO", "WorkerProcess", "produce", "read_topic", "require_binary", "user_event"]
 
 
 def require_binary(name: str) -> str:
@@ -34,60 +34,6 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-class WorkerProcess:
-    """``xdrec worker`` as a real child process, as production runs it."""
-
-    def __init__(self, settings: Settings, log_file: Path) -> None:
-        self.settings = settings
-        self.log_file = log_file
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180.0) -> WorkerProcess:
-        env = {**os.environ, **settings_env(self.settings)}
-        env.pop("XDREC_CONFIG", None)
-        before = self.log_file.read_text() if self.log_file.exists() else ""
-        with self.log_file.open("a") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"],
-                env=env,
-                cwd=REPO,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_file.read_text(errors="replace")[len(before) :]
-            if "worker ready" in text:
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"worker did not start:\n{self.log_file.read_text()[-4000:]}")
-
-    def metrics_port(self) -> int:
-        """The /metrics port the worker logged at start."""
-        import re
-
-        ports = re.findall(r"metrics served address=\S+ port=(\d+)", self.log_file.read_text())
-        assert ports, "worker logged no metrics port"
-        return int(ports[-1])
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no flushes — a crash."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def produce(settings: Settings, messages: list[OutgoingMessage]) -> None:

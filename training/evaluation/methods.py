@@ -1,0 +1,213 @@
+"""The methods compared by the evaluator, each scoring every item of a target domain per case.
+
+- ``popularity``: how often each target-domain item occurs in the training signal;
+- ``item_knn``: collaborative co-occurrence: the sum over history items of the number of users
+  who have both, divided by sqrt(candidate popularity); crosses domains through shared users;
+- ``zero_shot_text``: model version 0 exactly as the worker runs it: the same state update
+  (:func:`stream.state.apply_event`), the same query (:func:`stream.state.interest_query`) and
+  the same scorer (:func:`stream.scoring.score_items`), over the same item embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from scipy import sparse
+from tqdm import tqdm
+
+from stream.catalog import ItemCatalog, text_digest
+from stream.encoder import TextEncoder, item_text
+from stream.replay import event_type_of
+from stream.scoring import DomainIndex, score_items
+from stream.settings import Settings
+from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
+from training.evaluation.cases import EvalCase, EvalData
+
+
+@dataclass
+class ItemSpace:
+    """A global index over (domain, item_id), domains laid out one after another."""
+
+    domains: list[str]
+    item_ids: dict[str, list[str]]
+    offsets: dict[str, int]
+    index: dict[tuple[str, str], int]
+
+    @classmethod
+    def from_data(cls, data: EvalData) -> ItemSpace:
+        offsets, index, item_ids = {}, {}, {}
+        position = 0
+        for domain in data.domains:
+            offsets[domain] = position
+            item_ids[domain] = [item.item_id for item in data.items[domain]]
+            for item_id in item_ids[domain]:
+                index[(domain, item_id)] = position
+                position += 1
+        return cls(data.domains, item_ids, offsets, index)
+
+    @property
+    def size(self) -> int:
+        return len(self.index)
+
+    def domain_slice(self, domain: str) -> slice:
+        start = self.offsets[domain]
+        return slice(start, start + len(self.item_ids[domain]))
+
+    def local(self, domain: str, item_id: str) -> int | None:
+        position = self.index.get((domain, item_id))
+        return None if position is None else position - self.offsets[domain]
+
+
+def interaction_matrix(space: ItemSpace, sequences: list[list]) -> sparse.csr_matrix:
+    """Binary sequences × items matrix of the known items in ``sequences``."""
+    rows, columns = [], []
+    for row, sequence in enumerate(sequences):
+        seen = {space.index.get((event.domain, event.item_id)) for event in sequence}
+        seen.discard(None)
+        rows.extend([row] * len(seen))
+        columns.extend(seen)
+    values = np.ones(len(rows), dtype=np.float32)
+    return sparse.csr_matrix((values, (rows, columns)), shape=(len(sequences), space.size))
+
+
+class Method(Protocol):
+    name: str
+
+    def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray: ...
+
+
+class Popularity:
+    name = "popularity"
+
+    def __init__(self, space: ItemSpace, training: sparse.csr_matrix) -> None:
+        self.space = space
+        self.counts = np.asarray(training.sum(axis=0)).ravel().astype(np.float32)
+
+    def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
+        row = self.counts[self.space.domain_slice(domain)]
+        return np.broadcast_to(row, (len(cases), row.size)).copy()
+
+
+class ItemKNN:
+    name = "item_knn"
+
+    def __init__(self, space: ItemSpace, training: sparse.csr_matrix) -> None:
+        self.space = space
+        cooccurrence = (training.T @ training).tocsr()
+        cooccurrence.setdiag(0)
+        cooccurrence.eliminate_zeros()
+        self.cooccurrence = cooccurrence
+        self.popularity = np.asarray(training.sum(axis=0)).ravel().astype(np.float32)
+
+    def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
+        history = interaction_matrix(self.space, [case.history for case in cases])
+        block = self.space.domain_slice(domain)
+        summed = (history @ self.cooccurrence[:, block]).toarray().astype(np.float32)
+        return summed / np.sqrt(np.maximum(self.popularity[block], 1.0))
+
+
+class ZeroShotText:
+    name = "zero_shot_text"
+
+    def __init__(
+        self, space: ItemSpace, embeddings: dict[str, np.ndarray], settings: Settings
+    ) -> None:
+        self.space = space
+        self.embeddings = embeddings
+        self.settings = settings
+        self.indexes = {
+            domain: DomainIndex(
+                domain,
+                space.item_ids[domain],
+                {item: i for i, item in enumerate(space.item_ids[domain])},
+                matrix,
+                np.ones(len(matrix), dtype=bool),
+            )
+            for domain, matrix in embeddings.items()
+        }
+
+    def query(self, case: EvalCase) -> np.ndarray | None:
+        """The worker's query after the user's last history event: the recommendation the
+        running system would have shown just before the target event."""
+        state = UserState(case.user_id)
+        interest = self.settings.interest
+        for offset, event in enumerate(case.history):
+            position = self.space.local(event.domain, event.item_id)
+            if position is None:
+                continue
+            apply_event(
+                state,
+                AppliedEvent(
+                    event_id=str(offset),
+                    domain=event.domain,
+                    item_id=event.item_id,
+                    event_type=event_type_of(event.event_type),
+                    timestamp=event.ts,
+                    rating=event.rating,
+                    source="history:0",
+                    offset=offset,
+                ),
+                self.embeddings[event.domain][position],
+                interest,
+            )
+        recs = self.settings.recommendations
+        sources = [domain for domain in self.space.domains if domain != case.domain]
+        return interest_query(
+            state,
+            case.domain,
+            sources,
+            state_time(state),
+            interest,
+            source_weight=recs.source_weight,
+            target_weight=recs.target_weight,
+        )
+
+    def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
+        dimension = self.embeddings[domain].shape[1]
+        queries = np.zeros((len(cases), dimension), dtype=np.float32)
+        for row, case in enumerate(cases):
+            query = self.query(case)
+            if query is not None:
+                queries[row] = query
+        return score_items(self.indexes[domain], queries)
+
+
+def embed_catalog(
+    data: EvalData, encoder: TextEncoder, cache_dir: Path, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Item embeddings per domain in dataset order; each text is encoded once and cached in
+    the same RocksDB item store the worker uses."""
+    catalog = ItemCatalog(cache_dir, encoder.fingerprint, encoder.dimension)
+    try:
+        catalog.load()
+        for domain in data.domains:
+            todo = []
+            for item in data.items[domain]:
+                text = item_text(item.title, item.text)
+                if catalog.needs_encoding(domain, item.item_id, text_digest(text)):
+                    todo.append((item.item_id, text))
+            chunk = 1024
+            bar = tqdm(
+                total=len(todo), desc=f"encoding {domain}", unit="item", disable=not progress
+            )
+            for start in range(0, len(todo), chunk):
+                rows = todo[start : start + chunk]
+                vectors = encoder.encode([text for _, text in rows])
+                catalog.add(
+                    domain,
+                    [item_id for item_id, _ in rows],
+                    [text_digest(text) for _, text in rows],
+                    vectors,
+                )
+                bar.update(len(rows))
+            bar.close()
+        embeddings = {}
+        for domain in data.domains:
+            vectors = [catalog.embedding(domain, item.item_id) for item in data.items[domain]]
+            embeddings[domain] = np.stack(vectors).astype(np.float32)
+        return embeddings
+    finally:
+        catalog.close()
