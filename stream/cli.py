@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--cache-dir", type=Path, default=Path(".xdrec/cache/item-embeddings"))
     evaluate.add_argument(
+        "--train-epochs",
+        type=int,
+        help="also train the transfer model for N epochs and evaluate it as 'trained'",
+    )
+    evaluate.add_argument(
         "--streaming",
         action="store_true",
         help="also replay through the broker and score what a worker publishes",
@@ -220,6 +225,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stream.dataset import Dataset
     from training.evaluation.offline import evaluate_offline
     from training.evaluation.report import write_report
+    from training.train import TrainConfig
 
     domains = sorted({item.domain for item in Dataset(args.dataset).items()})
     routes = {target: [d for d in domains if d != target] for target in domains}
@@ -233,6 +239,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        train=TrainConfig(epochs=args.train_epochs) if args.train_epochs else None,
     )
     if args.streaming:
         from stream.transport import check_reachable

@@ -10,6 +10,7 @@ from pathlib import Path
 from stream.sample import write_sample_dataset
 from stream.settings import Settings
 from training.evaluation.offline import evaluate_offline
+from training.train import TrainConfig
 
 # From the dataset README ("Reference baselines computed here"): test split, 999 negatives.
 REFERENCE = {
@@ -49,8 +50,12 @@ def test_zero_shot_transfers_genre_across_domains_on_the_sample(tmp_path: Path) 
         dataset,
         _settings(["books", "movies", "music"]),
         cache_dir=tmp_path / "cache",
+        train=TrainConfig(epochs=2, batch_size=128, sampled_negatives=32, device="cpu"),
         progress=False,
     )
+    trained = metrics["methods"]["trained"]
+    assert trained["warm"]["users"] == trained["cold"]["users"] > 0
+    assert metrics["meta"]["training"]["examples"] > 0
     cold = {name: result["cold"] for name, result in metrics["methods"].items()}
     assert cold["zero_shot_text"]["users"] == cold["popularity"]["users"] > 0
     assert cold["zero_shot_text"]["ndcg@10"] > 2 * cold["popularity"]["ndcg@10"]

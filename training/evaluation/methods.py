@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 from scipy import sparse
 from tqdm import tqdm
 
@@ -25,40 +25,8 @@ from stream.scoring import DomainIndex, score_items
 from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
 from training.evaluation.cases import EvalCase, EvalData
-
-
-@dataclass
-class ItemSpace:
-    """A global index over (domain, item_id), domains laid out one after another."""
-
-    domains: list[str]
-    item_ids: dict[str, list[str]]
-    offsets: dict[str, int]
-    index: dict[tuple[str, str], int]
-
-    @classmethod
-    def from_data(cls, data: EvalData) -> ItemSpace:
-        offsets, index, item_ids = {}, {}, {}
-        position = 0
-        for domain in data.domains:
-            offsets[domain] = position
-            item_ids[domain] = [item.item_id for item in data.items[domain]]
-            for item_id in item_ids[domain]:
-                index[(domain, item_id)] = position
-                position += 1
-        return cls(data.domains, item_ids, offsets, index)
-
-    @property
-    def size(self) -> int:
-        return len(self.index)
-
-    def domain_slice(self, domain: str) -> slice:
-        start = self.offsets[domain]
-        return slice(start, start + len(self.item_ids[domain]))
-
-    def local(self, domain: str, item_id: str) -> int | None:
-        position = self.index.get((domain, item_id))
-        return None if position is None else position - self.offsets[domain]
+from training.item_space import ItemSpace
+from training.train import history_tensors
 
 
 def interaction_matrix(space: ItemSpace, sequences: list[list]) -> sparse.csr_matrix:
@@ -211,3 +179,38 @@ def embed_catalog(
         return embeddings
     finally:
         catalog.close()
+
+
+class Trained:
+    """The trained transfer model: the user's recent items (all domains) → user vector."""
+
+    name = "trained"
+
+    def __init__(self, space: ItemSpace, model: torch.nn.Module) -> None:
+        self.space = space
+        self.model = model.eval()
+        self.max_history = model.config.max_history
+        self._items: dict[str, torch.Tensor] = {}
+
+    def _domain_items(self, domain: str) -> torch.Tensor:
+        if domain not in self._items:
+            block = self.space.domain_slice(domain)
+            with torch.inference_mode():
+                self._items[domain] = self.model.item_vectors(torch.arange(block.start, block.stop))
+        return self._items[domain]
+
+    def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
+        histories = np.full((len(cases), self.max_history), -1, dtype=np.int64)
+        for row, case in enumerate(cases):
+            known = [self.space.index.get((e.domain, e.item_id)) for e in case.history]
+            known = [index for index in known if index is not None][-self.max_history :]
+            if known:
+                histories[row, self.max_history - len(known) :] = known
+        tensor, mask = history_tensors(histories, torch.device("cpu"))
+        empty = ~mask.any(dim=1)
+        mask[empty, -1] = True  # a user without known items gets the pad item's vector
+        with torch.inference_mode():
+            users = self.model.user_vectors(tensor, mask)
+            scores = (users @ self._domain_items(domain).T).numpy()
+        scores[empty.numpy()] = 0.0
+        return scores

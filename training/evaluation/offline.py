@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from stream.dataset import Dataset
@@ -23,9 +24,9 @@ from stream.settings import Settings
 from training.evaluation.cases import EVALUATION_SPLITS, GROUPS, EvalCase, EvalData, load_cases
 from training.evaluation.methods import (
     ItemKNN,
-    ItemSpace,
     Method,
     Popularity,
+    Trained,
     ZeroShotText,
     embed_catalog,
     interaction_matrix,
@@ -37,6 +38,9 @@ from training.evaluation.ranking import (
     target_ranks,
     top_lists,
 )
+from training.item_space import ItemSpace
+from training.model import ModelConfig
+from training.train import TrainConfig, build_examples, train_model
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +146,13 @@ def evaluate_offline(
     negatives: int = 999,
     seed: int = 0,
     cache_dir: Path = Path(".xdrec/cache/item-embeddings"),
+    model: torch.nn.Module | None = None,
+    train: TrainConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluate ``methods`` on the dataset; returns the metrics document (see the CLI)."""
+    """Evaluate ``methods`` (and ``model`` as "trained") on the dataset; returns the metrics
+    document (see the CLI). With ``train``, a model is first trained on the training signal
+    that contains no evaluation target and nothing of the removed cold-start events."""
     started = time.perf_counter()
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -161,7 +169,7 @@ def evaluate_offline(
     )
     encoder_name = None
     embeddings = None
-    if "zero_shot_text" in methods:
+    if "zero_shot_text" in methods or train is not None:
         encoder = TextEncoder(
             settings.encoder.model_path,
             max_length=settings.encoder.max_length,
@@ -170,6 +178,17 @@ def evaluate_offline(
         )
         encoder_name = encoder.name
         embeddings = embed_catalog(data, encoder, cache_dir, progress=progress)
+    training_summary = None
+    if train is not None and embeddings is not None:
+        model_config = ModelConfig(text_dim=next(iter(embeddings.values())).shape[1])
+        sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["cold"]]
+        examples = build_examples(
+            space, sequences, model_config.max_history, train.cold_share, train.seed
+        )
+        text = np.concatenate([embeddings[domain] for domain in space.domains])
+        model, training_summary = train_model(
+            space, text, examples, model_config, train, progress=progress
+        )
     candidates = sample_negatives(data.cases["warm"], space, negatives, seed)
 
     full: dict[str, dict] = defaultdict(dict)
@@ -185,6 +204,8 @@ def evaluate_offline(
                 built.append(ItemKNN(space, training))
             elif name == "zero_shot_text" and embeddings is not None:
                 built.append(ZeroShotText(space, embeddings, settings))
+        if model is not None:
+            built.append(Trained(space, model))
         for method in tqdm(built, desc=f"evaluating {group}", disable=not progress):
             full[method.name][group], sampled[method.name][group] = _evaluate_method(
                 method,
@@ -208,5 +229,6 @@ def evaluate_offline(
             "cases": {group: len(data.cases[group]) for group in GROUPS},
             "skipped": data.skipped,
             "seed": seed,
+            "training": training_summary,
         },
     }
