@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         help="also replay through the broker and score what a worker publishes",
     )
 
+    model = commands.add_parser("model", help="model artifacts in the model store")
+    model.add_argument("action", choices=["list"])
+    model.add_argument("--store", default=".xdrec/models", help="model store path or file:// URI")
+
     schemas = commands.add_parser("schemas", help="write the JSON Schema files")
     schemas.add_argument("action", choices=["export"])
     return parser
@@ -147,6 +151,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "evaluate":
         return _evaluate(args)
+
+    if args.command == "model":
+        from training.model_store import ModelStore
+
+        for manifest in ModelStore(args.store).versions():
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(manifest["metrics"].items()))
+            print(f"{manifest['version']} parent={manifest.get('parent_version')} {metrics}")
+        return 0
 
     settings = _settings(args)
     if args.command == "topics":

@@ -44,9 +44,10 @@ class TransferModel(nn.Module):
         super().__init__()
         self.config = config
         items = text_embeddings.shape[0]
-        # Frozen inputs travel with the model so that a loaded artifact is self-contained.
-        self.register_buffer("text", text_embeddings.float())
-        self.register_buffer("item_domain", item_domains.long())
+        # Frozen inputs, not saved: the serving side has the text embeddings in its item
+        # store, and the item order comes with the artifact (items.json).
+        self.register_buffer("text", text_embeddings.float(), persistent=False)
+        self.register_buffer("item_domain", item_domains.long(), persistent=False)
         self.whiten_mean = nn.Parameter(text_embeddings.float().mean(dim=0))
         self.whiten = nn.Linear(config.text_dim, config.text_dim, bias=False)
         nn.init.eye_(self.whiten.weight)

@@ -1,0 +1,155 @@
+"""Artifacts: a saved model loads back equal; every hostile artifact is refused by name."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from training.artifacts import (
+    ITEMS,
+    MANIFEST,
+    WEIGHTS,
+    ArtifactRefused,
+    load_artifact,
+    save_artifact,
+    sha256_of,
+)
+from training.item_space import ItemSpace
+from training.model import ModelConfig
+from training.model_store import ModelStore
+from training.train import new_model
+
+CONFIG = ModelConfig(text_dim=16, dim=8, max_history=4)
+
+
+@pytest.fixture
+def artifact(tmp_path: Path) -> Path:
+    space = ItemSpace.from_ids({"books": ["b1", "b2", "b3"], "movies": ["m1", "m2"]})
+    text = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    model = new_model(space, text, CONFIG)
+    return save_artifact(
+        model,
+        space,
+        tmp_path / "store" / "v1",
+        version="v1",
+        parent_version=None,
+        train_config={"epochs": 1},
+        data_window={"start": 0.0, "end": 1.0},
+        metrics={"ndcg@10": 0.1},
+    )
+
+
+def _rewrite_weights(folder: Path, change) -> None:
+    weights = load_file(str(folder / WEIGHTS))
+    change(weights)
+    save_file(weights, str(folder / WEIGHTS))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["sha256"][WEIGHTS] = sha256_of(folder / WEIGHTS)  # a consistent but bad artifact
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_saved_artifact_loads_back(artifact: Path) -> None:
+    loaded = load_artifact(artifact)
+    assert loaded.version == "v1"
+    assert loaded.space.item_ids == {"books": ["b1", "b2", "b3"], "movies": ["m1", "m2"]}
+    saved = load_file(str(artifact / WEIGHTS))
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+
+
+def test_sha256_mismatch_is_refused(artifact: Path) -> None:
+    weights = load_file(str(artifact / WEIGHTS))
+    weights["item_id.weight"] += 1.0
+    save_file(weights, str(artifact / WEIGHTS))
+    with pytest.raises(ArtifactRefused) as refused:
+        load_artifact(artifact)
+    assert refused.value.reason == "sha256_mismatch"
+
+
+def test_pickle_named_safetensors_is_refused_without_running_it(artifact: Path) -> None:
+    marker = artifact / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (artifact / WEIGHTS).write_bytes(pickle.dumps(Payload()))
+    _rewrite_manifest_sha(artifact)
+    with pytest.raises(ArtifactRefused) as refused:
+        load_artifact(artifact)
+    assert refused.value.reason == "not_safetensors"
+    assert not marker.exists()
+
+
+def _rewrite_manifest_sha(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["sha256"][WEIGHTS] = sha256_of(folder / WEIGHTS)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda w: w.__setitem__("item_id.weight", torch.full((5, 8), float("nan"))), "non_finite"),
+        (lambda w: w.__setitem__("item_id.weight", torch.zeros((6, 8))), "shape_mismatch"),
+        (
+            lambda w: w.__setitem__("item_id.weight", torch.zeros((5, 8), dtype=torch.float16)),
+            "dtype_mismatch",
+        ),
+        (lambda w: w.pop("gate.weight"), "shape_mismatch"),
+        (
+            lambda w: w.__setitem__(
+                "experts.weight", torch.full_like(w["experts.weight"], float("inf"))
+            ),
+            "non_finite",
+        ),
+    ],
+)
+def test_bad_weights_are_refused(artifact: Path, change, reason: str) -> None:
+    _rewrite_weights(artifact, change)
+    with pytest.raises(ArtifactRefused) as refused:
+        load_artifact(artifact)
+    assert refused.value.reason == reason
+
+
+def test_truncated_weights_are_refused(artifact: Path) -> None:
+    data = (artifact / WEIGHTS).read_bytes()
+    (artifact / WEIGHTS).write_bytes(data[: len(data) // 2])
+    _rewrite_manifest_sha(artifact)
+    with pytest.raises(ArtifactRefused) as refused:
+        load_artifact(artifact)
+    assert refused.value.reason == "not_safetensors"
+
+
+def test_missing_or_broken_manifest_is_refused(artifact: Path) -> None:
+    (artifact / MANIFEST).write_text("{not json")
+    with pytest.raises(ArtifactRefused) as refused:
+        load_artifact(artifact)
+    assert refused.value.reason == "manifest_invalid"
+    (artifact / ITEMS).unlink()
+    with pytest.raises(ArtifactRefused):
+        load_artifact(artifact)
+
+
+@pytest.mark.parametrize("name", ["../v1", "v1/../../etc", "/etc/passwd", "..", "x1", "v1/"])
+def test_version_names_cannot_escape_the_store(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ArtifactRefused) as refused:
+        ModelStore(tmp_path).path_of(name)
+    assert refused.value.reason == "path_escape"
+
+
+def test_artifact_uri_outside_the_store_is_refused(tmp_path: Path, artifact: Path) -> None:
+    store = ModelStore(artifact.parent.as_uri())
+    assert store.resolve_uri(artifact.as_uri()) == artifact
+    elsewhere = tmp_path / "other" / "v1"
+    shutil.copytree(artifact, elsewhere)
+    with pytest.raises(ArtifactRefused):
+        store.resolve_uri(elsewhere.as_uri())
+    assert [m["version"] for m in store.versions()] == ["v1"]

@@ -1,0 +1,175 @@
+"""Model artifacts: safetensors weights plus a JSON manifest, written atomically and validated
+before anything serves from them.
+
+An artifact folder holds ``model.safetensors`` (weights only: never a pickle), ``items.json``
+(the item ids behind the ID-embedding rows, per domain) and ``manifest.json`` (version, parent,
+configs, data window, metrics and the sha256 of both files). :func:`load_artifact` refuses a
+folder for a named reason — a wrong checksum, a file that is not safetensors, a wrong shape or
+dtype, a NaN — and never returns a half-valid model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from training.item_space import ItemSpace
+from training.model import ModelConfig, TransferModel
+from training.train import new_model
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+ITEMS = "items.json"
+FORMAT = 1
+
+
+class ArtifactRefused(ValueError):
+    """The artifact must not serve; ``reason`` is a bounded label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"model artifact refused ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    manifest: dict
+    space: ItemSpace
+    model: TransferModel
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_artifact(
+    model: TransferModel,
+    space: ItemSpace,
+    directory: Path,
+    *,
+    version: str,
+    parent_version: str | None,
+    train_config: dict,
+    data_window: dict,
+    metrics: dict[str, float],
+) -> Path:
+    """Write the artifact into ``directory`` (created; must not exist) and return it."""
+    if directory.exists():
+        raise FileExistsError(f"artifact folder {directory} exists: versions are immutable")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory.parent))
+    try:
+        weights = {
+            name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+        }
+        save_file(weights, str(scratch / WEIGHTS))
+        (scratch / ITEMS).write_text(json.dumps(space.item_ids, sort_keys=True))
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "parent_version": parent_version,
+            "created_at": time.time(),
+            "model_config": model.config.to_dict(),
+            "train_config": train_config,
+            "data_window": data_window,
+            "metrics": metrics,
+            "sha256": {WEIGHTS: sha256_of(scratch / WEIGHTS), ITEMS: sha256_of(scratch / ITEMS)},
+        }
+        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(scratch, directory)  # atomic: readers never see a partial artifact
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return directory
+
+
+def _read_manifest(directory: Path) -> dict:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactRefused("manifest_invalid", f"{directory / MANIFEST}: {exc}") from exc
+    required = {"format", "version", "model_config", "sha256"}
+    if not isinstance(manifest, dict) or not required <= manifest.keys():
+        raise ArtifactRefused("manifest_invalid", f"manifest lacks {sorted(required)}")
+    if manifest["format"] != FORMAT:
+        raise ArtifactRefused("manifest_invalid", f"unsupported format {manifest['format']!r}")
+    return manifest
+
+
+def load_artifact(directory: Path, text: np.ndarray | None = None) -> LoadedModel:
+    """Validate and load an artifact. ``text`` holds the item text embeddings in the artifact's
+    item order; without it the model gets zeros (enough for checks, not for serving)."""
+    manifest = _read_manifest(directory)
+    for name in (WEIGHTS, ITEMS):
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactRefused("manifest_invalid", f"{name} missing in {directory}")
+        expected = manifest["sha256"].get(name)
+        if sha256_of(path) != expected:
+            raise ArtifactRefused("sha256_mismatch", f"{name} does not match the manifest")
+    try:
+        config = ModelConfig(**manifest["model_config"])
+        item_ids = json.loads((directory / ITEMS).read_text())
+        space = ItemSpace.from_ids({str(d): [str(i) for i in ids] for d, ids in item_ids.items()})
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactRefused("manifest_invalid", str(exc)) from exc
+    try:
+        weights = load_file(str(directory / WEIGHTS))  # parses a header; never unpickles
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactRefused("not_safetensors", f"{WEIGHTS}: {exc}") from exc
+    if text is None:
+        text = np.zeros((space.size, config.text_dim), dtype=np.float32)
+    if text.shape != (space.size, config.text_dim):
+        raise ArtifactRefused(
+            "shape_mismatch", f"text embeddings {text.shape} for {space.size} items"
+        )
+    model = new_model(space, text, config)
+    expected = model.state_dict()
+    if set(weights) != set(expected):
+        missing, extra = set(expected) - set(weights), set(weights) - set(expected)
+        raise ArtifactRefused(
+            "shape_mismatch", f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+        )
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise ArtifactRefused(
+                "shape_mismatch", f"{name}: {tuple(tensor.shape)} != {tuple(expected[name].shape)}"
+            )
+        if tensor.dtype != expected[name].dtype:
+            raise ArtifactRefused("dtype_mismatch", f"{name}: {tensor.dtype}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ArtifactRefused("non_finite", f"{name} holds NaN or infinity")
+    model.load_state_dict(weights)
+    model.eval()
+    _smoke_query(model, space)
+    return LoadedModel(str(manifest["version"]), manifest, space, model)
+
+
+def _smoke_query(model: TransferModel, space: ItemSpace) -> None:
+    """One user, one domain: finite scores or refuse."""
+    first = space.domains[0]
+    block = space.domain_slice(first)
+    with torch.inference_mode():
+        history = torch.tensor([[block.start]])
+        user = model.user_vectors(history, torch.ones_like(history, dtype=torch.bool))
+        scores = user @ model.item_vectors(torch.arange(block.start, block.stop)).T
+    if not torch.isfinite(scores).all() or math.isnan(float(scores.sum())):
+        raise ArtifactRefused("smoke_failed", "a smoke query gave non-finite scores")
