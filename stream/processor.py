@@ -64,6 +64,40 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+class Scorer(Protocol):
+    """A model version: how a user's state becomes a query, and the items it is scored on."""
+
+    version: str
+
+    def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None: ...
+    def index(self, target: str) -> DomainIndex: ...
+
+
+class ZeroShotScorer:
+    """Model version 0: the decayed interest in the encoder's text space, cosine to items."""
+
+    version = ZERO_SHOT_VERSION
+
+    def __init__(self, settings: Settings, items: ItemEmbeddings) -> None:
+        self.settings = settings
+        self.items = items
+
+    def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
+        config = self.settings.recommendations
+        return interest_query(
+            state,
+            target,
+            sources,
+            state_time(state),
+            self.settings.interest,
+            source_weight=config.source_weight,
+            target_weight=config.target_weight,
+        )
+
+    def index(self, target: str) -> DomainIndex:
+        return self.items.index(target)
+
+
 @dataclass
 class BatchOutput:
     """What one batch produced; the runtime persists states and publishes the rest."""
@@ -134,13 +168,13 @@ class BatchProcessor:
         items: ItemEmbeddings,
         encoder: Encoder,
         *,
-        model_version: str = ZERO_SHOT_VERSION,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.items = items
         self.encoder = encoder
-        self.model_version = model_version
+        # Swapped by the runtime between batches; a batch uses the one it started with.
+        self.scorer: Scorer = ZeroShotScorer(settings, items)
         self.clock = clock
         self.validator = EventValidator(
             settings.domains, limits=_event_limits(settings), clock=clock
@@ -161,6 +195,7 @@ class BatchProcessor:
         """Process ``records`` in order. ``refresh_items`` lets the caller catch the catalog up
         once before events for still-unknown items are refused."""
         output = BatchOutput()
+        scorer = self.scorer
         now = self.clock()
         accepted: list[tuple[SourceRecord, UserEvent]] = []
         for record in records:
@@ -209,9 +244,9 @@ class BatchProcessor:
                 continue
             output.states[event.user_id] = (record.partition, state)
             output.applied_by_domain[event.domain] += 1
-            pending.extend(self._due_recommendations(state, event, record))
+            pending.extend(self._due_recommendations(scorer, state, event, record))
 
-        output.recommendations = self._score(pending, now)
+        output.recommendations = self._score(scorer, pending, now)
         return output
 
     def _validate(self, record: SourceRecord) -> UserEvent | Rejection:
@@ -275,7 +310,7 @@ class BatchProcessor:
         return found
 
     def _due_recommendations(
-        self, state: UserState, event: UserEvent, record: SourceRecord
+        self, scorer: Scorer, state: UserState, event: UserEvent, record: SourceRecord
     ) -> list[_PendingRecommendation]:
         config = self.settings.recommendations
         due = []
@@ -285,15 +320,7 @@ class BatchProcessor:
                 state.pending[target] = count
                 continue
             state.pending[target] = 0
-            query = interest_query(
-                state,
-                target,
-                sources,
-                state_time(state),
-                self.settings.interest,
-                source_weight=config.source_weight,
-                target_weight=config.target_weight,
-            )
+            query = scorer.query(state, target, sources)
             if query is None:
                 continue
             due.append(
@@ -315,14 +342,16 @@ class BatchProcessor:
             )
         return due
 
-    def _score(self, pending: list[_PendingRecommendation], now: float) -> list[Recommendation]:
+    def _score(
+        self, scorer: Scorer, pending: list[_PendingRecommendation], now: float
+    ) -> list[Recommendation]:
         by_target: dict[str, list[int]] = defaultdict(list)
         for position, request in enumerate(pending):
             by_target[request.target].append(position)
         ranked: dict[int, list[tuple[str, float]]] = {}
         k = self.settings.recommendations.top_k
         for target, positions in by_target.items():
-            index = self.items.index(target)
+            index = scorer.index(target)
             queries = np.stack([pending[p].query for p in positions])
             results = top_k(index, queries, [pending[p].exclude for p in positions], k)
             ranked.update(zip(positions, results, strict=True))
@@ -338,7 +367,7 @@ class BatchProcessor:
                         request.user_id,
                         request.target,
                         request.trigger.event_id,
-                        self.model_version,
+                        scorer.version,
                     ),
                     user_id=request.user_id,
                     target_domain=request.target,
@@ -346,7 +375,7 @@ class BatchProcessor:
                         RecommendedItem(item_id=item_id, score=score, rank=rank)
                         for rank, (item_id, score) in enumerate(items, start=1)
                     ],
-                    model_version=self.model_version,
+                    model_version=scorer.version,
                     source_domains=request.sources,
                     trigger=request.trigger,
                     generated_at=now,

@@ -25,7 +25,14 @@ from stream.catalog_reader import CatalogReader
 from stream.changelog import StateChangelog
 from stream.encoder import TextEncoder
 from stream.metrics import WorkerMetrics
-from stream.processor import ZERO_SHOT_VERSION, BatchOutput, BatchProcessor, SourceRecord
+from stream.model_watcher import ModelWatcher
+from stream.processor import (
+    ZERO_SHOT_VERSION,
+    BatchOutput,
+    BatchProcessor,
+    Scorer,
+    SourceRecord,
+)
 from stream.settings import Settings
 from stream.state_store import UserStateStore
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
@@ -85,6 +92,9 @@ class WorkerRuntime:
         self._restored: set[int] = set()
         self._restored_lock = threading.Lock()
         self._closing = threading.Event()
+        self.watcher: ModelWatcher | None = None
+        self._pending_scorer: Scorer | None = None
+        self._scorer_lock = threading.Lock()
         self.metrics_port: int | None = None
         self.started = threading.Event()
 
@@ -124,8 +134,37 @@ class WorkerRuntime:
         self.reader.assign()
         self.reader.catch_up()
         self.reader.start()
+        self.watcher = ModelWatcher(
+            settings,
+            self.catalog,
+            self.metrics,
+            self.offer_scorer,
+            lambda: self.processor.scorer.version if self.processor else ZERO_SHOT_VERSION,
+        )
+        self.watcher.catch_up()
+        self._swap_if_pending()
+        self.watcher.start()
         self.started.set()
         log.info("worker ready name=%s state_dir=%s", settings.worker.name, self.state_dir)
+
+    def offer_scorer(self, scorer: Scorer) -> None:
+        """A validated model version, ready to serve from the next batch on."""
+        with self._scorer_lock:
+            self._pending_scorer = scorer
+
+    def _swap_if_pending(self) -> None:
+        with self._scorer_lock:
+            scorer, self._pending_scorer = self._pending_scorer, None
+        if scorer is None or self.processor is None:
+            return
+        previous = self.processor.scorer.version
+        self.processor.scorer = scorer  # one reference, between batches
+        self.metrics.model_swaps.inc()
+        self.metrics.model.info({"model_version": scorer.version})
+        self.metrics.model_created.set(getattr(scorer, "created_at", time.time()))
+        for target in self.settings.recommendations.routes:
+            self.metrics.recommendations.labels(target, scorer.version)
+        log.info("model swapped from=%s to=%s", previous, scorer.version)
 
     def publish_dead_letters(self, letters: list[DeadLetter]) -> None:
         produce_all(self.producer, dead_letter_messages(self.settings, letters))
@@ -151,6 +190,7 @@ class WorkerRuntime:
     def handle_batch(self, records: Sequence[SourceRecord]) -> BatchStats:
         """Process one micro-batch to completion; returns only when its outputs are durable."""
         assert self.processor is not None and self.store is not None and self.reader is not None
+        self._swap_if_pending()
         started = time.perf_counter()
         self._ensure_restored({record.partition for record in records})
         output = self.processor.process(records, self.store.get, self.reader.catch_up)
@@ -242,6 +282,8 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self._closing.set()
+        if self.watcher is not None:
+            self.watcher.close()
         if self.reader is not None:
             self.reader.close()
         self.producer.flush(10.0)

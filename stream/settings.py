@@ -69,6 +69,9 @@ class TopicSettings(BaseModel):
     def dead_letters(self) -> str:
         return f"{self.prefix}{self.dlq}"
 
+    def model_updates(self) -> str:
+        return f"{self.prefix}models.updates"
+
     def state_changelog(self, app_id: str) -> str:
         return f"{self.prefix}{app_id}.user-state.changelog"
 
@@ -137,6 +140,12 @@ class WorkerSettings(BaseModel):
     name: str = "worker-0"
 
 
+class ModelSettings(BaseModel):
+    """Where trained model artifacts are read from (a path or file:// URI)."""
+
+    store: str = ".xdrec/models"
+
+
 class MetricsSettings(BaseModel):
     """Where /metrics is served; port 0 picks a free port (logged at start)."""
 
@@ -165,6 +174,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    models: ModelSettings = ModelSettings()
 
     @field_validator("domains")
     @classmethod
@@ -232,3 +242,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
             json.dumps(value) if isinstance(value, dict | list) else str(value)
         )
     return env
+
+
+def merge_sections(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``overrides`` applied: a section given as a dict updates that section's
+    keys instead of replacing the whole section."""
+    merged = dict(values)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged

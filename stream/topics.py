@@ -38,6 +38,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         specs.append(TopicSpec(topics.recs(domain), partitions, {}))
     specs.append(TopicSpec(topics.dead_letters(), partitions, {}))
     specs.append(TopicSpec(topics.state_changelog(settings.app_id), partitions, COMPACTED))
+    specs.append(TopicSpec(topics.model_updates(), 1, COMPACTED))
     # faust's partition assignor elects its leader through this topic.
     specs.append(TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}))
     return specs

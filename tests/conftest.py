@@ -10,7 +10,7 @@ import pytest
 from support import REPO, WorkerProcess
 
 from stream.broker import BrokerInfo, start_broker, stop_broker
-from stream.settings import Settings
+from stream.settings import Settings, merge_sections
 from stream.topics import create_topics
 
 
@@ -54,12 +54,7 @@ def make_settings(
                 "batch_within_seconds": 0.1,
             },
         }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(values.get(key), dict):
-                values[key] = {**values[key], **value}
-            else:
-                values[key] = value
-        settings = Settings(**values)
+        settings = Settings(**merge_sections(values, overrides))
         create_topics(settings)
         return settings
 

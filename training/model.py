@@ -75,10 +75,14 @@ class TransferModel(nn.Module):
 
     def adapt_text(self, items: torch.Tensor) -> torch.Tensor:
         """Text part of the item representation (no ID): what a new item gets."""
-        x = self.whiten(self.text[items] - self.whiten_mean)
+        return self.adapt_vectors(self.text[items], self.item_domain[items])
+
+    def adapt_vectors(self, text: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """The adaptor applied to any text embeddings, e.g. of items newer than the model."""
+        x = self.whiten(text - self.whiten_mean)
         experts = self.experts(x).view(*x.shape[:-1], self.config.experts, self.config.dim)
         weights = torch.softmax(self.gate(x), dim=-1).unsqueeze(-1)
-        return (experts * weights).sum(dim=-2) + self.domain(self.item_domain[items])
+        return (experts * weights).sum(dim=-2) + self.domain(domains)
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Item representations; in training the ID part is dropped per item with id_dropout."""

@@ -1,0 +1,224 @@
+"""What every benchmark shares: row specs, outcomes, run sizes, isolated settings, children.
+
+A benchmark module exposes ``ROWS`` (what it measures, each with its peer) and
+``run(ctx) -> dict[str, Outcome]``. Rows are never asserted on: a failure becomes an outcome with
+an error, so one broken benchmark never hides the figures of the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from stream.settings import Settings, merge_sections
+from stream.topics import create_topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class RowSpec:
+    """One reported figure: its unit, the row it is compared with, and how it is measured."""
+
+    name: str
+    unit: str
+    peer: str | None
+    method: str
+    full_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A measured value, or None with the reason; ``detail`` goes to BENCHMARKS.md only."""
+
+    value: float | None
+    error: str | None = None
+    detail: str = ""
+
+    @classmethod
+    def failed(cls, error: str) -> Outcome:
+        return cls(value=None, error=error)
+
+
+class Benchmark(Protocol):
+    """The shape of each benchmark module."""
+
+    ROWS: tuple[RowSpec, ...]
+    NEEDS_BROKER: bool
+
+    def run(self, ctx: Context) -> dict[str, Outcome]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much work each benchmark does; ``--quick`` keeps the whole run under 5 minutes."""
+
+    noop_events: int
+    noop_users: int
+    worker_events: int
+    worker_users: int
+    source_catalog_items: int  # per source domain (books, music)
+    encoder_texts: int
+    encoder_rounds: int
+    topk_items: int
+    topk_queries: int
+    topk_repeats: int
+    start_timeout_s: float
+    min_events_per_s: float  # below this a wait for output gives up: the bound on wall time
+
+
+QUICK = Sizes(
+    noop_events=20_000,
+    noop_users=2_000,
+    worker_events=5_000,
+    worker_users=2_000,
+    source_catalog_items=2_000,
+    encoder_texts=640,
+    encoder_rounds=1,
+    topk_items=100_000,
+    topk_queries=256,
+    topk_repeats=3,
+    start_timeout_s=120.0,
+    min_events_per_s=200.0,
+)
+
+FULL = Sizes(
+    noop_events=100_000,
+    noop_users=2_000,
+    worker_events=20_000,
+    worker_users=2_000,
+    source_catalog_items=2_000,
+    encoder_texts=2_000,
+    encoder_rounds=3,
+    topk_items=100_000,
+    topk_queries=256,
+    topk_repeats=7,
+    start_timeout_s=300.0,
+    min_events_per_s=200.0,
+)
+
+
+class Context:
+    """One run: the broker address, a scratch folder, the sizes and the children to clean up."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str | None,
+        workdir: Path,
+        sizes: Sizes,
+        quick: bool,
+        quix_python: str,
+        partitions: int = 4,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.broker_error: str | None = None
+        self.workdir = workdir
+        self.sizes = sizes
+        self.quick = quick
+        self.quix_python = quix_python
+        self.partitions = partitions
+        self.run_id = uuid.uuid4().hex[:6]
+        self.cache: dict[str, Any] = {}
+
+    def scratch(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def settings(self, name: str, **overrides: Any) -> Settings:
+        """Settings of an isolated deployment (own app id, topic prefix, state) with topics."""
+        if self.bootstrap_servers is None:
+            raise RuntimeError(f"no broker: {self.broker_error or 'not started'}")
+        app_id = f"bench-{self.run_id}-{name.replace('_', '-')}"
+        values: dict[str, Any] = {
+            "app_id": app_id,
+            "kafka": {"bootstrap_servers": self.bootstrap_servers},
+            "topics": {"prefix": f"{app_id}.", "partitions": self.partitions},
+            "worker": {"state_dir": str(self.scratch(f"{name}/state"))},
+            "metrics": {"port": 0},
+        }
+        settings = Settings(**merge_sections(values, overrides))
+        create_topics(settings)
+        return settings
+
+    def wait_budget(self, events: int) -> float:
+        """Seconds to wait for ``events`` outputs before calling the row failed."""
+        return 30.0 + events / self.sizes.min_events_per_s
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: the repository importable, XDREC_CONFIG not inherited."""
+    env = {**os.environ, **(extra or {})}
+    env.pop("XDREC_CONFIG", None)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{path}" if path else str(REPO)
+    return env
+
+
+class Child:
+    """A child process in its own session, logging to a file, stopped with SIGTERM."""
+
+    def __init__(self, argv: Sequence[str], log_file: Path, env: dict[str, str]) -> None:
+        self.argv = list(argv)
+        self.log_file = log_file
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as output:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def tail(self, lines: int = 15) -> str:
+        if not self.log_file.exists():
+            return "(no log)"
+        text = self.log_file.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:]) or "(empty log)"
+
+
+class Stopwatch:
+    """``with Stopwatch() as watch: ...`` then ``watch.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds = time.perf_counter() - self.started

@@ -1,0 +1,84 @@
+"""Serving a trained model version: user queries from recent items, re-projected item matrices.
+
+Built off the hot path when a new version arrives: the artifact is validated, the model gets
+the worker's own text embeddings for its items, and every catalog item of the target domains
+is projected once (items newer than the model get the text-only adaptor). The runtime then
+swaps one reference between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from stream.catalog import ItemCatalog
+from stream.scoring import DomainIndex
+from stream.state import UserState
+from training.artifacts import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelScorer:
+    """A trained version behind the processor's ``Scorer`` interface."""
+
+    def __init__(self, loaded: LoadedModel, catalog: ItemCatalog, targets: list[str]) -> None:
+        started = time.perf_counter()
+        self.version = loaded.version
+        self.created_at = float(loaded.manifest.get("created_at") or time.time())
+        self.space = loaded.space
+        self.model = loaded.model.eval()
+        text = np.zeros((self.space.size, self.model.config.text_dim), dtype=np.float32)
+        for (domain, item_id), row in self.space.index.items():
+            vector = catalog.embedding(domain, item_id)
+            if vector is not None and vector.shape[0] == text.shape[1]:
+                text[row] = vector
+        self.model.text.copy_(torch.as_tensor(text))
+        self.indexes = {target: self._project(catalog.index(target)) for target in targets}
+        log.info(
+            "model projected version=%s items=%s seconds=%.2f",
+            self.version,
+            {t: i.size for t, i in self.indexes.items()},
+            time.perf_counter() - started,
+        )
+
+    def _project(self, catalog_index: DomainIndex) -> DomainIndex:
+        domain = catalog_index.domain
+        rows = [self.space.index.get((domain, item)) for item in catalog_index.item_ids]
+        known = [i for i, row in enumerate(rows) if row is not None]
+        new = [i for i, row in enumerate(rows) if row is None]
+        matrix = np.zeros((len(rows), self.model.config.dim), dtype=np.float32)
+        with torch.inference_mode():
+            if known:
+                matrix[known] = self.model.item_vectors(
+                    torch.as_tensor([rows[i] for i in known])
+                ).numpy()
+            if new and domain in self.space.domains:
+                number = self.space.domains.index(domain)
+                text = torch.as_tensor(catalog_index.matrix[new])
+                adapted = self.model.adapt_vectors(text, torch.full((len(new),), number))
+                matrix[new] = F.normalize(adapted, dim=-1).numpy()
+        ids = list(catalog_index.item_ids)
+        return DomainIndex(
+            domain, ids, {item: i for i, item in enumerate(ids)}, matrix, catalog_index.active
+        )
+
+    def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
+        wanted = set(sources) | {target}
+        rows = [
+            self.space.index.get((i.domain, i.item_id)) for i in state.recent if i.domain in wanted
+        ]
+        rows = [row for row in rows if row is not None][-self.model.config.max_history :]
+        if not rows:
+            return None
+        history = torch.as_tensor([rows])
+        with torch.inference_mode():
+            user = self.model.user_vectors(history, torch.ones_like(history, dtype=torch.bool))
+        return user[0].numpy()
+
+    def index(self, target: str) -> DomainIndex:
+        return self.indexes[target]

@@ -1,0 +1,111 @@
+"""Follows ``models.updates`` and prepares each announced version off the hot path.
+
+A valid artifact becomes a :class:`ModelScorer` handed to the runtime, which swaps it in
+between two batches; an invalid one is refused with a log line and a metric, and the serving
+version stays. Refusal reasons are bounded labels (see ``training.artifacts``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from pydantic import ValidationError
+
+from schemas import ModelUpdate
+from stream.catalog import ItemCatalog
+from stream.metrics import WorkerMetrics
+from stream.model_scoring import ModelScorer
+from stream.settings import Settings
+from stream.transport import make_consumer
+from training.artifacts import WEIGHTS, ArtifactRefused, load_artifact
+from training.model_store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """Reads model updates; calls ``offer(scorer)`` for each version that passes validation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: ItemCatalog,
+        metrics: WorkerMetrics,
+        offer: Callable[[ModelScorer], None],
+        current_version: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.metrics = metrics
+        self.offer = offer
+        self.current_version = current_version
+        self.store = ModelStore(settings.models.store)
+        self.targets = list(settings.recommendations.routes)
+        self._consumer = make_consumer(settings)
+        topic = settings.topics.model_updates()
+        self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def catch_up(self) -> None:
+        """Apply the latest announced version before the worker starts serving."""
+        latest = None
+        while True:
+            messages = self._consumer.consume(100, timeout=1.0)
+            if not messages:
+                break
+            latest = next((m for m in reversed(messages) if not m.error()), latest)
+        if latest is not None:
+            self._handle(latest.value())
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="xdrec-models", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(10, timeout=0.5):
+                if not message.error():
+                    self._handle(message.value())
+
+    def _handle(self, raw: bytes | None) -> None:
+        try:
+            update = ModelUpdate.model_validate_json(raw or b"")
+        except ValidationError as exc:
+            self._refuse("manifest_invalid", f"ModelUpdate does not validate: {exc.errors()[:1]}")
+            return
+        if update.version == self.current_version():
+            return
+        try:
+            folder = self.store.resolve_uri(update.artifact_uri)
+            loaded = load_artifact(folder)
+            if loaded.manifest["sha256"][WEIGHTS] != update.sha256:
+                raise ArtifactRefused("sha256_mismatch", "ModelUpdate sha256 differs from manifest")
+            if loaded.version != update.version:
+                raise ArtifactRefused("manifest_invalid", "artifact version differs from update")
+            scorer = ModelScorer(loaded, self.catalog, self.targets)
+        except ArtifactRefused as exc:
+            self._refuse(exc.reason, f"version={update.version} {exc.detail}")
+            return
+        except Exception as exc:  # anything unexpected: refuse, keep serving
+            self._refuse("load_failed", f"version={update.version} {exc!r}")
+            return
+        self.offer(scorer)
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.metrics.model_refused.labels(reason).inc()
+        log.warning(
+            "model artifact refused reason=%s %s; the serving model %s stays",
+            reason,
+            detail,
+            self.current_version(),
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self._consumer.close()
