@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the report")
     evaluate.add_argument("--splits", nargs="+", default=["valid", "test"])
     evaluate.add_argument(
-        "--methods", nargs="+", default=["popularity", "item_knn", "zero_shot_text"]
+        "--methods", nargs="+", default=["popularity", "cooccurrence_knn", "zero_shot"]
     )
     evaluate.add_argument("--max-users", type=int, help="evaluate the first N users only")
     evaluate.add_argument("--negatives", type=int, default=999)

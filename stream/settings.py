@@ -110,9 +110,11 @@ class InterestSettings(BaseModel):
 
 
 class RecommendationSettings(BaseModel):
-    """What the worker emits: ``routes`` maps a target domain to the domains that feed it."""
+    """What the worker emits: ``routes`` maps a target domain to the domains that feed it
+    (by default every domain is a target of all the others)."""
 
-    routes: dict[str, list[str]] = {"movies": ["books", "music"]}
+    # None: every configured domain is a target, fed by every other domain.
+    routes: dict[str, list[str]] | None = None
     top_k: int = Field(default=10, ge=1, le=1000)
     # Emit one recommendation per route after every N source-domain events of a user.
     every_n_events: int = Field(default=1, ge=1)
@@ -192,6 +194,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _routes_name_known_domains(self) -> Settings:
+        if self.recommendations.routes is None:
+            self.recommendations.routes = {
+                target: [d for d in self.domains if d != target] for target in self.domains
+            }
         known = set(self.domains)
         for target, sources in self.recommendations.routes.items():
             unknown = ({target} | set(sources)) - known

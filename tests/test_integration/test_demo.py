@@ -23,8 +23,13 @@ def test_demo_prints_recommendations_and_stops_everything(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    recommendations = [line for line in lines if " -> movies [v0] " in line]
-    assert len(recommendations) > 100
+    recommendations = [line for line in lines if " [v0] after " in line]
+    assert sum(" -> movies [v0] " in line for line in recommendations) > 100
+    assert {line.split(" -> ")[1].split()[0] for line in recommendations} == {
+        "books",
+        "music",
+        "movies",
+    }
     summary = next(line for line in lines if line.startswith("summary:"))
     assert f"→ {len(recommendations)} recommendations" in summary
     assert "stopped worker and broker" in lines[-1]

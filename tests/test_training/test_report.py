@@ -49,7 +49,7 @@ def metrics() -> dict:
         "methods": {
             "popularity": {"cold": _group(0.1, 40), "warm": _group(0.2, 60)},
             # Evaluated on warm users only, and not on the sampled protocol.
-            "zero_shot_text": {"warm": _group(0.3, 60)},
+            "zero_shot": {"warm": _group(0.3, 60)},
         },
         "sampled": {
             "protocol": "sampled",
@@ -92,7 +92,7 @@ def test_report_markdown(metrics: dict, tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
 
     assert report.startswith("# Evaluation report: food-kitchen")
-    for method in ("popularity", "zero_shot_text"):
+    for method in ("popularity", "zero_shot"):
         assert method in report
     # Headline table rows: 4 decimals for metrics, plain integer for users.
     assert (
@@ -100,12 +100,12 @@ def test_report_markdown(metrics: dict, tmp_path: Path) -> None:
         in report
     )
     assert (
-        "| zero_shot_text | 0.4000 | 0.2000 | 0.1000 | 0.5010 | 0.5000 | 0.2500 | 9.8765 | 60 |"
+        "| zero_shot | 0.4000 | 0.2000 | 0.1000 | 0.5010 | 0.5000 | 0.2500 | 9.8765 | 60 |"
         in report
     )
     # Missing group and missing protocol both render as dashes rather than failing.
     dashes = " | ".join(["–"] * 8)
-    assert report.count(f"| zero_shot_text | {dashes} |") == 3
+    assert report.count(f"| zero_shot | {dashes} |") == 3
     # Per-domain NDCG@10: books = base + 0.01, kitchen = base + 0.02 for warm popularity.
     assert "| method | books | kitchen |" in report
     assert "| popularity | 0.1550 | 0.1600 |" in report

@@ -52,13 +52,13 @@ def test_streaming_and_offline_evaluation_agree(
         folder,
         base,
         splits=("test",),
-        methods=("zero_shot_text",),
+        methods=("zero_shot",),
         cache_dir=tmp_path / "cache",
         progress=False,
     )
     for group in ("warm", "cold"):
         stream_metrics = streamed[group]["metrics"]
-        offline_metrics = offline["methods"]["zero_shot_text"][group]
+        offline_metrics = offline["methods"]["zero_shot"][group]
         assert stream_metrics["missing_recommendations"] == 0
         assert stream_metrics["users"] == offline_metrics["users"] > 0
         for name in ("hit@5", "hit@10", "hit@20", "ndcg@5", "ndcg@10", "ndcg@20"):

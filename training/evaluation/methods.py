@@ -1,9 +1,9 @@
 """The methods compared by the evaluator, each scoring every item of a target domain per case.
 
 - ``popularity``: how often each target-domain item occurs in the training signal;
-- ``item_knn``: collaborative co-occurrence: the sum over history items of the number of users
-  who have both, divided by sqrt(candidate popularity); crosses domains through shared users;
-- ``zero_shot_text``: model version 0 exactly as the worker runs it: the same state update
+- ``cooccurrence_knn``: collaborative item kNN: the sum over history items of the number of
+  users who have both, divided by sqrt(candidate popularity); crosses domains through users;
+- ``zero_shot``: model version 0 exactly as the worker runs it: the same state update
   (:func:`stream.state.apply_event`), the same query (:func:`stream.state.interest_query`) and
   the same scorer (:func:`stream.scoring.score_items`), over the same item embeddings.
 """
@@ -60,7 +60,7 @@ class Popularity:
 
 
 class ItemKNN:
-    name = "item_knn"
+    name = "cooccurrence_knn"
 
     def __init__(self, space: ItemSpace, training: sparse.csr_matrix) -> None:
         self.space = space
@@ -78,7 +78,7 @@ class ItemKNN:
 
 
 class ZeroShotText:
-    name = "zero_shot_text"
+    name = "zero_shot"
 
     def __init__(
         self, space: ItemSpace, embeddings: dict[str, np.ndarray], settings: Settings

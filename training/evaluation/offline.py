@@ -44,7 +44,7 @@ from training.train import TrainConfig, build_examples, train_model
 
 log = logging.getLogger(__name__)
 
-METHODS = ("popularity", "item_knn", "zero_shot_text")
+METHODS = ("popularity", "cooccurrence_knn", "zero_shot")
 _CHUNK = 256
 
 
@@ -169,7 +169,7 @@ def evaluate_offline(
     )
     encoder_name = None
     embeddings = None
-    if "zero_shot_text" in methods or train is not None:
+    if "zero_shot" in methods or train is not None:
         encoder = TextEncoder(
             settings.encoder.model_path,
             max_length=settings.encoder.max_length,
@@ -200,9 +200,9 @@ def evaluate_offline(
         for name in methods:
             if name == "popularity":
                 built.append(Popularity(space, training))
-            elif name == "item_knn":
+            elif name == "cooccurrence_knn":
                 built.append(ItemKNN(space, training))
-            elif name == "zero_shot_text" and embeddings is not None:
+            elif name == "zero_shot" and embeddings is not None:
                 built.append(ZeroShotText(space, embeddings, settings))
         if model is not None:
             built.append(Trained(space, model))
