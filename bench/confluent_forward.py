@@ -11,7 +11,7 @@ import signal
 from types import FrameType
 
 from stream.settings import Settings
-from stream.transport import make_consumer, make_producer
+from stream.transport import make_consumer, make_producer, produce_queued
 
 
 def forward(settings: Settings, source: str, output: str, group: str) -> None:
@@ -31,12 +31,7 @@ def forward(settings: Settings, source: str, output: str, group: str) -> None:
                 if message.error():
                     continue
                 value = json.dumps(json.loads(message.value())).encode("utf-8")
-                while True:
-                    try:
-                        producer.produce(output, value=value, key=message.key())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce_queued(producer, output, value, message.key())
             producer.poll(0)
     finally:
         producer.flush(10.0)

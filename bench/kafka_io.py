@@ -17,23 +17,21 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
-    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import SCHEMA_VERSION, UserEvent
 from stream.settings import Settings
-from stream.transport import DeliveryError, make_admin, make_consumer, make_producer
+from stream.transport import (
+    OutgoingMessage,
+    make_admin,
+    make_consumer,
+    make_producer,
+    produce_all,
+)
 
 EVENT_TYPES = ("view", "click", "purchase")  # all with positive weight: each one yields a rec
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes
-    value: bytes
 
 
 def synthetic_events(
@@ -43,7 +41,7 @@ def synthetic_events(
     items: dict[str, Sequence[str]],
     seed: int,
     start_ts: float | None = None,
-) -> list[Outgoing]:
+) -> list[OutgoingMessage]:
     """``count`` valid UserEvents over ``items`` (domain -> ids), in event-time order."""
     rng = random.Random(seed)
     domains = sorted(items)
@@ -62,7 +60,7 @@ def synthetic_events(
             timestamp=clock + number * 0.5,
         )
         out.append(
-            Outgoing(
+            OutgoingMessage(
                 settings.topics.events(domain),
                 user_id.encode("utf-8"),
                 event.model_dump_json().encode("utf-8"),
@@ -71,31 +69,12 @@ def synthetic_events(
     return out
 
 
-def produce_fast(settings: Settings, messages: Sequence[Outgoing], timeout: float = 120.0) -> None:
+def produce_fast(
+    settings: Settings, messages: Sequence[OutgoingMessage], timeout: float = 120.0
+) -> None:
     """Produce and wait for every ack, batching hard; raises DeliveryError otherwise."""
     producer = make_producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
-    failures: list[str] = []
-
-    def on_delivery(error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            failures.append(f"{message.topic()}: {error.str()}")
-
-    for message in messages:
-        while True:
-            try:
-                producer.produce(
-                    message.topic, value=message.value, key=message.key, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-    remaining = producer.flush(timeout)
-    if remaining or failures:
-        raise DeliveryError(
-            f"{len(failures)} failed, {remaining} undelivered after {timeout}s; "
-            f"first: {failures[0] if failures else 'timeout'}"
-        )
+    produce_all(producer, messages, timeout)
 
 
 def create_topic(settings: Settings, name: str, partitions: int) -> None:

@@ -16,13 +16,14 @@ import numpy as np
 
 from bench.faust_noop import TAKE
 from bench.harness import REPO, Context, Outcome, RowSpec
-from bench.kafka_io import ArrivalCounter, Outgoing, produce_fast, synthetic_events
+from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
 from stream.sample import sample_items
 from stream.settings import Settings
 from stream.supervisor import WorkerProcess
+from stream.transport import OutgoingMessage
 
 ROW_10K = "xdrec_worker_events_per_s_catalog_10k"
 ROW_100K = "xdrec_worker_events_per_s_catalog_100k"
@@ -81,7 +82,7 @@ def prepare_catalog(
             ids[domain] = [item.item_id for item in items]
             catalog.add(domain, ids[domain], digests, vectors)
             messages += [
-                Outgoing(
+                OutgoingMessage(
                     settings.topics.catalog(domain),
                     item.item_id.encode("utf-8"),
                     item.model_dump_json().encode("utf-8"),

@@ -20,7 +20,7 @@ from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from schemas.contracts import EventType
 from stream.dataset import Dataset, DatasetInteraction
 from stream.settings import Settings
-from stream.transport import DeliveryError, make_producer
+from stream.transport import DeliveryError, make_producer, produce_queued
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,7 @@ def replay_dataset(
             failures.append(f"{message.topic()}: {error.str()}")
 
     def send(topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(
-                    topic, value=value, key=key.encode("utf-8"), on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_queued(producer, topic, value, key.encode("utf-8"), on_delivery=on_delivery)
         producer.poll(0)
 
     started = time.perf_counter()

@@ -7,7 +7,7 @@ events, in any language, puts a user's events of all domains on the same partiti
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -83,6 +83,30 @@ def make_admin(settings: Settings) -> AdminClient:
     return AdminClient({**settings.kafka.client_config(), "logger": client_log})
 
 
+def produce_queued(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    partition: int | None = None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
+    """Hand one message to librdkafka; while its local queue is full, serve deliveries and
+    retry, so a fast producer slows down instead of failing."""
+    kwargs: dict[str, object] = {}
+    if partition is not None:
+        kwargs["partition"] = partition
+    if on_delivery is not None:
+        kwargs["on_delivery"] = on_delivery
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def produce_all(
     producer: Producer, messages: Iterable[OutgoingMessage], timeout: float = 30.0
 ) -> list[Message]:
@@ -101,19 +125,14 @@ def produce_all(
 
     count = 0
     for message in messages:
-        kwargs = {"partition": message.partition} if message.partition is not None else {}
-        while True:
-            try:
-                producer.produce(
-                    message.topic,
-                    value=message.value,
-                    key=message.key,
-                    on_delivery=on_delivery,
-                    **kwargs,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+        produce_queued(
+            producer,
+            message.topic,
+            message.value,
+            message.key,
+            partition=message.partition,
+            on_delivery=on_delivery,
+        )
         count += 1
     remaining = producer.flush(timeout)
     if remaining or failures:
