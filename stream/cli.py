@@ -240,7 +240,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.train import TrainConfig
 
     domains = sorted({item.domain for item in Dataset(args.dataset).items()})
-    settings = load_settings(args.config, domains=domains)  # routes: every other domain
+    overrides: dict = {"domains": domains}  # routes: every other domain
+    if args.streaming:
+        kafka = (
+            {"bootstrap_servers": args.bootstrap_servers}
+            if args.bootstrap_servers
+            else _local_broker()
+        )
+        if kafka:
+            overrides["kafka"] = kafka
+    settings = load_settings(args.config, **overrides)
     metrics = evaluate_offline(
         args.dataset,
         settings,
