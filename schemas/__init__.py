@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.contracts import (
     SCHEMA_VERSION,
+    ZERO_SHOT_VERSION,
     CatalogItem,
     DeadLetter,
     ModelUpdate,
@@ -17,6 +18,7 @@ from schemas.validation import EventLimits, EventValidator, Rejection
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ZERO_SHOT_VERSION",
     "CatalogItem",
     "DeadLetter",
     "EventLimits",

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = 1
+# The zero-shot model every worker starts with; it has no artifact.
+ZERO_SHOT_VERSION = "v0"
 
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -141,10 +143,18 @@ class ModelUpdate(Contract):
     schema_version: Literal[1]
     version: str
     parent_version: str | None
-    artifact_uri: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    artifact_uri: str | None = Field(
+        description="file:// URI of the artifact folder; null only for v0 (zero-shot, no file)."
+    )
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
     metrics: dict[str, float]
     created_at: float
+
+    @model_validator(mode="after")
+    def _artifact_unless_zero_shot(self) -> ModelUpdate:
+        if self.version != ZERO_SHOT_VERSION and (self.artifact_uri is None or self.sha256 is None):
+            raise ValueError(f"version {self.version!r} needs artifact_uri and sha256")
+        return self
 
 
 CONTRACTS: dict[str, type[Contract]] = {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +39,30 @@ def _broker_credentials(settings: Settings) -> Any:
         mechanism=kafka.sasl_mechanism,
         ssl_context=ssl_context,
     )
+
+
+LOOP_PROBE_SECONDS = 0.005
+LOOP_LAG_WINDOW_SECONDS = 10.0
+
+
+async def watch_loop_lag(runtime: WorkerRuntime) -> None:
+    """Measure how late the event loop wakes a short timer: anything that holds the loop or
+    the GIL (a model being prepared, a long batch step, GC) shows up here."""
+    recent: deque[tuple[float, float]] = deque()
+    histogram = runtime.metrics.loop_lag
+    maximum = runtime.metrics.loop_lag_max
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(LOOP_PROBE_SECONDS)
+        now = time.perf_counter()
+        lag = max(0.0, now - started - LOOP_PROBE_SECONDS)
+        histogram.observe(lag)
+        while recent and recent[0][0] < now - LOOP_LAG_WINDOW_SECONDS:
+            recent.popleft()
+        while recent and recent[-1][1] <= lag:
+            recent.pop()  # a monotonic queue: the front is the window's maximum
+        recent.append((now, lag))
+        maximum.set(recent[0][1])
 
 
 def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
@@ -85,6 +111,10 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
                 for event in batch
             ]
             await loop.run_in_executor(executor, runtime.handle_batch, records)
+
+    @app.task
+    async def loop_lag() -> None:
+        await watch_loop_lag(runtime)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set, **_: Any) -> None:

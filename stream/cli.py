@@ -90,8 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     model = commands.add_parser("model", help="model artifacts in the model store")
-    model.add_argument("action", choices=["list"])
-    model.add_argument("--store", default=".xdrec/models", help="model store path or file:// URI")
+    model.add_argument("action", choices=["list", "rollback"])
+    model.add_argument("--store", help="model store path or file:// URI (default: models.store)")
+    model.add_argument(
+        "--to", help="rollback target version (default: the serving version's parent; v0 works)"
+    )
+
+    trainer = commands.add_parser("trainer", help="the trainer service: retrains on request")
+    trainer.add_argument("--once", action="store_true", help="run one job now, then exit")
+    trainer.add_argument(
+        "--request", action="store_true", help="ask the running trainer for a job, then exit"
+    )
+    trainer.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+
+    bench = commands.add_parser("bench", help="benchmarks that start their own broker")
+    bench.add_argument("name", choices=["swap"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
 
     schemas = commands.add_parser("schemas", help="write the JSON Schema files")
     schemas.add_argument("action", choices=["export"])
@@ -152,15 +166,18 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         return _evaluate(args)
 
-    if args.command == "model":
-        from training.model_store import ModelStore
+    if args.command == "bench":
+        from bench.swap import main as swap_main
 
-        for manifest in ModelStore(args.store).versions():
-            metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(manifest["metrics"].items()))
-            print(f"{manifest['version']} parent={manifest.get('parent_version')} {metrics}")
-        return 0
+        return swap_main(args.rest)
 
     settings = _settings(args)
+    if args.command == "model":
+        return _model(args, settings)
+
+    if args.command == "trainer":
+        return _trainer(args, settings)
+
     if args.command == "topics":
         from stream.topics import create_topics, topic_specs
 
@@ -230,6 +247,55 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(settings, args.workdir, rate=args.rate, exit_when_done=args.exit_when_done)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _model(args: argparse.Namespace, settings: Settings) -> int:
+    from training.model_store import ModelStore
+    from training.publisher import publish_update, rollback_update
+
+    store = ModelStore(args.store or settings.models.store)
+    if args.action == "list":
+        for manifest in store.versions():
+            metrics = ", ".join(
+                f"{k}={v:.4f}" for k, v in sorted(manifest.get("metrics", {}).items())
+            )
+            print(f"{manifest['version']} parent={manifest.get('parent_version')} {metrics}")
+        return 0
+    update = rollback_update(settings, store, args.to)
+    publish_update(settings, update)
+    print(f"published rollback version={update.version} topic={settings.topics.model_updates()}")
+    return 0
+
+
+def _trainer(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from stream.transport import check_reachable
+    from training.trainer import TrainerService, manual_request, publish_request
+
+    check_reachable(settings)
+    if args.request:
+        request = manual_request()
+        publish_request(settings, request)
+        print(f"training requested request_id={request.request_id}")
+        return 0
+    service = TrainerService(settings)
+    if args.once:
+        result = service.run_requests([manual_request()])
+        if result is None:
+            return 1
+        print(f"{result.outcome}: {result.reason}")
+        return 0
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("trainer stopping signal=%d (after the running job)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    service.run(stop, max_jobs=args.max_jobs)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ class Encoder(Protocol):
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+LOOP_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class WorkerMetrics:
@@ -147,21 +148,59 @@ class WorkerMetrics:
             "When the serving model was trained (Unix seconds); the worker start for v0.",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "xdrec_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it was blocked (by a swap, GC, ...).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "xdrec_event_loop_lag_max_seconds",
+            "The largest event-loop lag of the last 10 seconds.",
+            registry=r,
+        )
+        self.online_checks = Counter(
+            "xdrec_online_checks_total",
+            "Events of a user in a domain for which that user had been shown recommendations.",
+            ["domain", "model_version"],
+            registry=r,
+        )
+        self.online_hits = Counter(
+            "xdrec_online_hits_total",
+            "Of those events, the ones whose item was among the recommendations shown.",
+            ["domain", "model_version"],
+            registry=r,
+        )
+        self.online_hit_rate = Gauge(
+            "xdrec_online_hit_rate",
+            "Hit rate over this worker's last checks (the quality-drop trigger watches it).",
+            registry=r,
+        )
+        self.training_requests = Counter(
+            "xdrec_training_requests_total",
+            "TrainingRequests this worker published, per reason.",
+            ["reason"],
+            registry=r,
+        )
 
     def initialize(self, domains: list[str], targets: list[str], model_version: str) -> None:
         """Create every known label set at zero, so that rate() sees the first events."""
         from typing import get_args
 
-        from schemas.contracts import DeadLetterReason
+        from schemas.contracts import DeadLetterReason, TrainingRequest
 
         for domain in domains:
             self.events_consumed.labels(domain)
             self.events_applied.labels(domain)
             self.events_duplicate.labels(domain)
+            self.online_checks.labels(domain, model_version)
+            self.online_hits.labels(domain, model_version)
         for target in targets:
             self.recommendations.labels(target, model_version)
         for reason in get_args(DeadLetterReason):
             self.dead_letters.labels(reason)
+        for reason in get_args(TrainingRequest.model_fields["reason"].annotation):
+            self.training_requests.labels(reason)
         for source in ("catalog", "inline"):
             self.encoder_batches.labels(source)
             self.items_encoded.labels(source)
@@ -172,16 +211,22 @@ class WorkerMetrics:
 
     def serve(self, address: str, port: int) -> int:
         """Serve /metrics; returns the bound port (``port`` 0 picks a free one)."""
-        try:
-            server, _ = start_http_server(port, addr=address, registry=self.registry)
-        except OSError as exc:
-            raise RuntimeError(
-                f"cannot serve metrics on {address}:{port}: {exc}. Set XDREC_METRICS__PORT to a "
-                "free port (0 picks one) or XDREC_METRICS__ENABLED=false"
-            ) from exc
-        bound = int(server.server_address[1])
-        log.info("metrics served address=%s port=%d path=/metrics", address, bound)
-        return bound
+        return serve_registry(self.registry, address, port)
+
+
+def serve_registry(registry: CollectorRegistry, address: str, port: int) -> int:
+    """Serve ``registry`` on /metrics; returns the bound port (``port`` 0 picks a free one)."""
+    try:
+        server, _ = start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot serve metrics on {address}:{port}: {exc}. Set XDREC_METRICS__PORT (worker) "
+            "or XDREC_TRAINER__METRICS_PORT (trainer) to a free port (0 picks one) or "
+            "XDREC_METRICS__ENABLED=false"
+        ) from exc
+    bound = int(server.server_address[1])
+    log.info("metrics served address=%s port=%d path=/metrics", address, bound)
+    return bound
 
 
 class InstrumentedEncoder:

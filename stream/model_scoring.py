@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from stream.catalog import ItemCatalog
 from stream.scoring import DomainIndex
 from stream.state import UserState
 from training.artifacts import LoadedModel
+from training.projection import history_rows, project_items
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +47,25 @@ class ModelScorer:
         )
 
     def _project(self, catalog_index: DomainIndex) -> DomainIndex:
-        domain = catalog_index.domain
-        rows = [self.space.index.get((domain, item)) for item in catalog_index.item_ids]
-        known = [i for i, row in enumerate(rows) if row is not None]
-        new = [i for i, row in enumerate(rows) if row is None]
-        matrix = np.zeros((len(rows), self.model.config.dim), dtype=np.float32)
-        with torch.inference_mode():
-            if known:
-                matrix[known] = self.model.item_vectors(
-                    torch.as_tensor([rows[i] for i in known])
-                ).numpy()
-            if new and domain in self.space.domains:
-                number = self.space.domains.index(domain)
-                text = torch.as_tensor(catalog_index.matrix[new])
-                adapted = self.model.adapt_vectors(text, torch.full((len(new),), number))
-                matrix[new] = F.normalize(adapted, dim=-1).numpy()
         ids = list(catalog_index.item_ids)
+        matrix = project_items(
+            self.model, self.space, catalog_index.domain, ids, catalog_index.matrix
+        )
         return DomainIndex(
-            domain, ids, {item: i for i, item in enumerate(ids)}, matrix, catalog_index.active
+            catalog_index.domain,
+            ids,
+            {item: i for i, item in enumerate(ids)},
+            matrix,
+            catalog_index.active,
         )
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
         wanted = set(sources) | {target}
-        rows = [
-            self.space.index.get((i.domain, i.item_id)) for i in state.recent if i.domain in wanted
-        ]
-        rows = [row for row in rows if row is not None][-self.model.config.max_history :]
+        rows = history_rows(
+            self.space,
+            [(i.domain, i.item_id) for i in state.recent if i.domain in wanted],
+            self.model.config.max_history,
+        )
         if not rows:
             return None
         history = torch.as_tensor([rows])

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import ValidationError
 
-from schemas import ModelUpdate
+from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.catalog import ItemCatalog
 from stream.metrics import WorkerMetrics
 from stream.model_scoring import ModelScorer
+from stream.processor import Scorer, ZeroShotScorer
 from stream.settings import Settings
 from stream.transport import make_consumer
 from training.artifacts import WEIGHTS, ArtifactRefused, load_artifact
@@ -34,7 +35,7 @@ class ModelWatcher:
         settings: Settings,
         catalog: ItemCatalog,
         metrics: WorkerMetrics,
-        offer: Callable[[ModelScorer], None],
+        offer: Callable[[Scorer], None],
         current_version: Callable[[], str],
     ) -> None:
         self.settings = settings
@@ -79,8 +80,11 @@ class ModelWatcher:
             return
         if update.version == self.current_version():
             return
+        if update.version == ZERO_SHOT_VERSION:  # a rollback to the zero-shot model
+            self.offer(ZeroShotScorer(self.settings, self.catalog))
+            return
         try:
-            folder = self.store.resolve_uri(update.artifact_uri)
+            folder = self.store.resolve_uri(update.artifact_uri or "")
             loaded = load_artifact(folder)
             if loaded.manifest["sha256"][WEIGHTS] != update.sha256:
                 raise ArtifactRefused("sha256_mismatch", "ModelUpdate sha256 differs from manifest")

@@ -20,6 +20,7 @@ import numpy as np
 
 from schemas import (
     SCHEMA_VERSION,
+    ZERO_SHOT_VERSION,
     DeadLetter,
     EventLimits,
     EventValidator,
@@ -34,8 +35,6 @@ from stream.encoder import item_text
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
-
-ZERO_SHOT_VERSION = "v0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +107,9 @@ class BatchOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied_by_domain: Counter[str] = field(default_factory=Counter)
     duplicates_by_domain: Counter[str] = field(default_factory=Counter)
+    # (domain, model_version) -> events checked against / found in the recommendations shown.
+    online_checks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    online_hits: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -209,6 +211,10 @@ class BatchProcessor:
         embeddings = self._resolve_embeddings(accepted, refresh_items)
         pending: list[_PendingRecommendation] = []
         states: dict[str, UserState] = {}
+        # Per user, in processing order: an applied event (domain, item) or a recommendation
+        # (its position in ``pending``). Walked after scoring so that the online hit check
+        # sees the same sequence whatever the batch boundaries.
+        timeline: dict[str, list[tuple[str, str] | int]] = defaultdict(list)
         interest = self.settings.interest
         for record, event in accepted:
             embedding = embeddings.get((event.domain, event.item_id))
@@ -244,10 +250,40 @@ class BatchProcessor:
                 continue
             output.states[event.user_id] = (record.partition, state)
             output.applied_by_domain[event.domain] += 1
-            pending.extend(self._due_recommendations(scorer, state, event, record))
+            timeline[event.user_id].append((event.domain, event.item_id))
+            for request in self._due_recommendations(scorer, state, event, record):
+                timeline[event.user_id].append(len(pending))
+                pending.append(request)
 
-        output.recommendations = self._score(scorer, pending, now)
+        output.recommendations, ranked = self._score(scorer, pending, now)
+        for user_id, steps in timeline.items():
+            self._check_shown(states[user_id], steps, pending, ranked, scorer.version, output)
         return output
+
+    @staticmethod
+    def _check_shown(
+        state: UserState,
+        steps: list[tuple[str, str] | int],
+        pending: list[_PendingRecommendation],
+        ranked: dict[int, list[tuple[str, float]]],
+        version: str,
+        output: BatchOutput,
+    ) -> None:
+        """Count the user's events that hit the recommendation last shown for their domain,
+        and remember each newly emitted recommendation."""
+        for step in steps:
+            if isinstance(step, int):
+                items = ranked.get(step)
+                if items:
+                    state.shown[pending[step].target] = [version, [item for item, _ in items]]
+                continue
+            domain, item_id = step
+            shown = state.shown.get(domain)
+            if shown is None:
+                continue
+            output.online_checks[(domain, shown[0])] += 1
+            if item_id in shown[1]:
+                output.online_hits[(domain, shown[0])] += 1
 
     def _validate(self, record: SourceRecord) -> UserEvent | Rejection:
         domain = self.topic_domains.get(record.topic)
@@ -344,7 +380,9 @@ class BatchProcessor:
 
     def _score(
         self, scorer: Scorer, pending: list[_PendingRecommendation], now: float
-    ) -> list[Recommendation]:
+    ) -> tuple[list[Recommendation], dict[int, list[tuple[str, float]]]]:
+        """Top-K for every pending request, batched per target; returns the recommendations
+        and the ranked items by position in ``pending``."""
         by_target: dict[str, list[int]] = defaultdict(list)
         for position, request in enumerate(pending):
             by_target[request.target].append(position)
@@ -381,7 +419,7 @@ class BatchProcessor:
                     generated_at=now,
                 )
             )
-        return recommendations
+        return recommendations, ranked
 
 
 def _event_limits(settings: Settings) -> EventLimits:

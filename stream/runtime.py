@@ -35,6 +35,7 @@ from stream.processor import (
 )
 from stream.settings import Settings
 from stream.state_store import UserStateStore
+from stream.training_trigger import TrainingTrigger
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class WorkerRuntime:
         self.processor: BatchProcessor | None = None
         self.producer = make_producer(settings)
         self.changelog = StateChangelog(settings)
+        self.trigger = TrainingTrigger(
+            settings, self.metrics, lambda messages: produce_all(self.producer, messages)
+        )
         self._restored: set[int] = set()
         self._restored_lock = threading.Lock()
         self._closing = threading.Event()
@@ -215,6 +219,11 @@ class WorkerRuntime:
             seconds=time.perf_counter() - started,
         )
         self._observe(records, output, stats)
+        self.trigger.observe(
+            sum(stats.applied.values()),
+            sum(output.online_checks.values()),
+            sum(output.online_hits.values()),
+        )
         return stats
 
     def _observe(
@@ -237,6 +246,10 @@ class WorkerRuntime:
             metrics.events_duplicate.labels(domain).inc(count)
         for letter in output.dead_letters:
             metrics.dead_letters.labels(letter.reason).inc()
+        for (domain, version), count in output.online_checks.items():
+            metrics.online_checks.labels(domain, version).inc(count)
+        for (domain, version), count in output.online_hits.items():
+            metrics.online_hits.labels(domain, version).inc(count)
         for rec in output.recommendations:
             metrics.recommendations.labels(rec.target_domain, rec.model_version).inc()
             metrics.event_time_to_rec.observe(max(0.0, now - rec.trigger.event_time))

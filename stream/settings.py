@@ -56,6 +56,9 @@ class TopicSettings(BaseModel):
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     dlq: str = "events.dlq"
+    # The event log is also the trainer's data: keep it at least as long as a training window
+    # (-1 keeps it forever; Kafka's default of 7 days would drop replayed history).
+    events_retention_ms: int = Field(default=-1, ge=-1)
 
     def events(self, domain: str) -> str:
         return f"{self.prefix}events.{domain}"
@@ -71,6 +74,9 @@ class TopicSettings(BaseModel):
 
     def model_updates(self) -> str:
         return f"{self.prefix}models.updates"
+
+    def training_requests(self) -> str:
+        return f"{self.prefix}models.training-requests"
 
     def state_changelog(self, app_id: str) -> str:
         return f"{self.prefix}{app_id}.user-state.changelog"
@@ -148,6 +154,41 @@ class ModelSettings(BaseModel):
     store: str = ".xdrec/models"
 
 
+class TriggerSettings(BaseModel):
+    """When a worker asks the trainer for a new model (0 turns a trigger off)."""
+
+    every_events: int = Field(default=0, ge=0)
+    every_seconds: float = Field(default=0.0, ge=0)
+    # Online hit rate of emitted recommendations below this asks for retraining ...
+    quality_floor: float = Field(default=0.0, ge=0, le=1)
+    # ... once at least this many checks back the figure, at most once per cooldown.
+    quality_window: int = Field(default=2_000, ge=10)
+    cooldown_seconds: float = Field(default=600.0, ge=0)
+
+
+class TrainerSettings(BaseModel):
+    """The trainer service: its data window, training run, promotion gate and output."""
+
+    window_days: float | None = Field(default=None, gt=0)  # None: the whole event log
+    holdout_share: float = Field(default=0.1, gt=0, lt=1)
+    max_holdout_users: int = Field(default=2_000, ge=10)
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=512, ge=2)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    device: str = "auto"
+    processes: int = Field(default=1, ge=1, le=64)
+    seed: int = 0
+    # The candidate must beat the serving model on this metric by this much to be published.
+    gate_metric: str = Field(
+        default="cold.ndcg@10", pattern=r"^(cold|warm)\.(ndcg|hit|recall)@(5|10|20)$"
+    )
+    gate_margin: float = Field(default=0.0, ge=0)
+    coalesce_seconds: float = Field(default=2.0, ge=0)
+    metrics_port: int = Field(default=9465, ge=0, le=65535)
+    work_dir: Path = Path(".xdrec/trainer")
+    cache_dir: Path = Path(".xdrec/cache/item-embeddings")
+
+
 class MetricsSettings(BaseModel):
     """Where /metrics is served; port 0 picks a free port (logged at start)."""
 
@@ -177,6 +218,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
     models: ModelSettings = ModelSettings()
+    triggers: TriggerSettings = TriggerSettings()
+    trainer: TrainerSettings = TrainerSettings()
 
     @field_validator("domains")
     @classmethod

@@ -59,6 +59,9 @@ class UserState:
     offsets: dict[str, int] = field(default_factory=dict)
     # target domain -> source-domain events since the last recommendation for it.
     pending: dict[str, int] = field(default_factory=dict)
+    # target domain -> [model version, item ids] of the last recommendation emitted for it:
+    # the user's later events in that domain are checked against it (online hit rate).
+    shown: dict[str, list] = field(default_factory=dict)
     events_applied: int = 0
 
     def to_bytes(self) -> bytes:
@@ -82,6 +85,7 @@ class UserState:
             "seen": self.seen,
             "offsets": self.offsets,
             "pending": self.pending,
+            "shown": self.shown,
             "events_applied": self.events_applied,
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -105,6 +109,7 @@ class UserState:
             seen=document["seen"],
             offsets=document["offsets"],
             pending=document["pending"],
+            shown=document.get("shown", {}),
             events_applied=document["events_applied"],
         )
 

@@ -1,5 +1,5 @@
-"""Runs ``xdrec worker`` as a child process: the quick start, the streaming evaluation and the
-tests all drive real worker processes the way production runs them."""
+"""Runs ``xdrec worker`` (or ``xdrec trainer``) as a child process: the quick start, the
+streaming evaluation and the tests all drive real processes the way production runs them."""
 
 from __future__ import annotations
 
@@ -15,15 +15,25 @@ from stream.settings import Settings, settings_env
 
 READY_LINE = "worker ready"
 ASSIGNED_LINE = "partitions assigned"
+TRAINER_READY_LINE = "trainer waiting for requests"
 
 
 class WorkerProcess:
     """One worker child, configured through XDREC_* variables, logging to ``log_file``."""
 
-    def __init__(self, settings: Settings, log_file: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_file: Path,
+        cwd: Path | None = None,
+        command: tuple[str, ...] = ("worker",),
+        ready_line: str = READY_LINE,
+    ) -> None:
         self.settings = settings
         self.log_file = log_file
         self.cwd = cwd
+        self.command = command
+        self.ready_line = ready_line
         self.process: subprocess.Popen | None = None
         self._log_start = 0
 
@@ -46,14 +56,14 @@ class WorkerProcess:
         )
         with self.log_file.open("a") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker"],
+                [sys.executable, "-m", "stream.cli", *self.command],
                 env=env,
                 cwd=self.cwd,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the parent, which stops us in order
             )
-        needles = [READY_LINE] + ([ASSIGNED_LINE] if wait_for_assignment else [])
+        needles = [self.ready_line] + ([ASSIGNED_LINE] if wait_for_assignment else [])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self._log_text()
@@ -64,7 +74,7 @@ class WorkerProcess:
             time.sleep(0.2)
         tail = "\n".join(self._log_text().splitlines()[-30:])
         self.stop()
-        raise RuntimeError(f"worker did not become ready (see {self.log_file}):\n{tail}")
+        raise RuntimeError(f"{self.command[0]} did not become ready (see {self.log_file}):\n{tail}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

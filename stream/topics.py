@@ -32,13 +32,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     topics = settings.topics
     partitions = topics.partitions
     specs = []
+    event_log = {"retention.ms": str(topics.events_retention_ms)}
     for domain in settings.domains:
-        specs.append(TopicSpec(topics.events(domain), partitions, {}))
+        specs.append(TopicSpec(topics.events(domain), partitions, event_log))
         specs.append(TopicSpec(topics.catalog(domain), partitions, COMPACTED))
         specs.append(TopicSpec(topics.recs(domain), partitions, {}))
     specs.append(TopicSpec(topics.dead_letters(), partitions, {}))
     specs.append(TopicSpec(topics.state_changelog(settings.app_id), partitions, COMPACTED))
     specs.append(TopicSpec(topics.model_updates(), 1, COMPACTED))
+    # One partition: the trainer sees requests in order and coalesces what piled up.
+    specs.append(TopicSpec(topics.training_requests(), 1, {}))
     # faust's partition assignor elects its leader through this topic.
     specs.append(TopicSpec(f"{settings.app_id}-__assignor-__leader", 1, {}))
     return specs

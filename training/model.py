@@ -25,6 +25,7 @@ class ModelConfig:
     max_history: int = 20
     heads: int = 2
     id_dropout: float = 0.3
+    dropout: float = 0.1
     temperature: float = 0.07
 
     def to_dict(self) -> dict:
@@ -64,7 +65,7 @@ class TransferModel(nn.Module):
             config.dim,
             config.heads,
             dim_feedforward=2 * config.dim,
-            dropout=0.1,
+            dropout=config.dropout,
             batch_first=True,
             norm_first=True,
         )

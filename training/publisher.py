@@ -6,10 +6,14 @@ import json
 import time
 from pathlib import Path
 
-from schemas import SCHEMA_VERSION, ModelUpdate
+from confluent_kafka import TopicPartition
+from pydantic import ValidationError
+
+from schemas import SCHEMA_VERSION, ZERO_SHOT_VERSION, ModelUpdate
 from stream.settings import Settings
-from stream.transport import OutgoingMessage, make_producer, produce_all
-from training.artifacts import MANIFEST, WEIGHTS
+from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
+from training.artifacts import MANIFEST, WEIGHTS, load_artifact
+from training.model_store import ModelStore
 
 UPDATE_KEY = b"serving"
 
@@ -33,3 +37,61 @@ def publish_update(settings: Settings, update: ModelUpdate) -> None:
         settings.topics.model_updates(), UPDATE_KEY, update.model_dump_json().encode("utf-8")
     )
     produce_all(make_producer(settings), [message])
+
+
+def serving_update(settings: Settings, timeout: float = 10.0) -> ModelUpdate | None:
+    """The latest valid ModelUpdate on ``models.updates``: the version workers serve (None:
+    nothing was ever published, so they serve version 0)."""
+    topic = settings.topics.model_updates()
+    consumer = make_consumer(settings)
+    try:
+        partition = TopicPartition(topic, 0)
+        low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
+        if high <= low:
+            return None
+        consumer.assign([TopicPartition(topic, 0, low)])
+        latest: ModelUpdate | None = None
+        position = low
+        deadline = time.monotonic() + timeout
+        while position < high and time.monotonic() < deadline:
+            for message in consumer.consume(500, timeout=1.0):
+                if message.error():
+                    continue
+                position = message.offset() + 1
+                try:
+                    latest = ModelUpdate.model_validate_json(message.value() or b"")
+                except ValidationError:
+                    continue  # workers refuse it too; the one before stays in service
+        return latest
+    finally:
+        consumer.close()
+
+
+def rollback_update(settings: Settings, store: ModelStore, to: str | None = None) -> ModelUpdate:
+    """The ModelUpdate that puts ``to`` (default: the serving version's parent) back into
+    service; the stored artifact is validated first, so a rollback never installs a bad one."""
+    serving = serving_update(settings)
+    target = to or (serving.parent_version if serving else None)
+    if target is None:
+        raise ValueError(
+            "nothing to roll back to: workers serve v0 or a version without a parent; "
+            "name one with --to (see `xdrec model list`)"
+        )
+    if target == ZERO_SHOT_VERSION:
+        return ModelUpdate(
+            schema_version=SCHEMA_VERSION,
+            version=ZERO_SHOT_VERSION,
+            parent_version=None,
+            artifact_uri=None,
+            sha256=None,
+            metrics={},
+            created_at=time.time(),
+        )
+    folder = store.path_of(target)
+    if not folder.is_dir():
+        raise ValueError(
+            f"version {target!r} is not in the model store {store.uri}: `xdrec model list` "
+            "shows the stored versions"
+        )
+    load_artifact(folder)
+    return model_update_for(folder)

@@ -5,18 +5,25 @@ after the first, the history before it predicts it. For a share of examples whos
 spans other domains, the target's own domain is removed from the history, so the model learns
 what the zero-shot text space cannot: how one domain's behaviour predicts another's.
 Seeded and reproducible on the CPU; uses the GPU with bf16 autocast when one is present.
+Under torch.distributed (see training.distributed) each process trains a shard of every batch
+and the result matches one process's, so training scales past one GPU.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.nn.functional import all_gather
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.item_space import ItemSpace
@@ -104,6 +111,110 @@ def new_model(space: ItemSpace, text: np.ndarray, config: ModelConfig) -> Transf
     )
 
 
+class Towers(nn.Module):
+    """User vectors, positive and sampled item vectors in one forward pass: the call that
+    DistributedDataParallel needs to see to synchronise gradients."""
+
+    def __init__(self, model: TransferModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        users = self.model.user_vectors(history, mask)
+        positives = self.model.item_vectors(targets)
+        sampled = self.model.item_vectors(negatives)
+        return users, positives, sampled
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_rows(size: int, rank: int, world: int) -> slice:
+    """This rank's contiguous rows of a global batch; the first ``size % world`` get one more."""
+    base, extra = divmod(size, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def _gather_rows(local: torch.Tensor, size: int, world: int) -> torch.Tensor:
+    """Every rank's (padded) shard, unpadded and concatenated; gradients flow back to the owner."""
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private module; still the public differentiable gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(local)
+    shards = [shard_rows(size, r, world) for r in range(world)]
+    return torch.cat([part[: s.stop - s.start] for part, s in zip(parts, shards, strict=True)])
+
+
+def batch_loss(
+    model: TransferModel,
+    net: nn.Module,
+    examples: Examples,
+    batch: np.ndarray,
+    negatives: np.ndarray,
+    item_domain: np.ndarray,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[torch.Tensor, float]:
+    """InfoNCE over one global batch: the loss to backpropagate and the batch's mean loss.
+
+    ``net`` is ``Towers(model)``, or that wrapped in DistributedDataParallel when ``world > 1``.
+    Then this rank scores its shard of ``batch`` against the positives of the whole batch
+    (gathered), and its loss is ``sum of its row losses * world / len(batch)``: the gather sums
+    the positives' gradients back to their owner and DDP averages over ranks, so the result
+    is the one-process gradient of the batch's mean loss.
+    """
+    size = len(batch)
+    rows = shard_rows(size, rank, world)
+    local = batch[rows]
+    width = -(-size // world)  # the gather needs equal shapes: pad every shard to this
+    padded = np.concatenate([local, np.full(width - len(local), batch[0], dtype=batch.dtype)])
+    history, mask = history_tensors(examples.histories[padded], device)
+    targets = torch.as_tensor(examples.targets[padded], device=device)
+    all_targets = torch.as_tensor(examples.targets[batch], device=device)
+    negative_rows = torch.as_tensor(negatives, device=device)
+    autocast = device.type == "cuda"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        users, positives, sampled = net(history, mask, targets, negative_rows)
+        if world > 1:
+            positives = _gather_rows(positives, size, world)
+        users, targets = users[: len(local)], targets[: len(local)]
+        in_batch = model.logits(users, positives)
+        against = model.logits(users, sampled)
+    # A sampled negative of another domain is no competitor: mask it out.
+    target_domains = item_domain[examples.targets[local]]
+    foreign = torch.as_tensor(
+        target_domains[:, None] != item_domain[negatives][None, :], device=device
+    )
+    against = against.float().masked_fill(foreign, float("-inf"))
+    same_item = targets[:, None] == negative_rows[None, :]
+    against = against.masked_fill(same_item, float("-inf"))
+    logits = torch.cat([in_batch.float(), against], dim=1)
+    labels = torch.arange(rows.start, rows.start + len(local), device=device)
+    duplicate = (targets[:, None] == all_targets[None, :]) & (
+        labels[:, None] != torch.arange(size, device=device)[None, :]
+    )
+    logits[:, :size] = logits[:, :size].masked_fill(duplicate, float("-inf"))
+    if world == 1:
+        loss = F.cross_entropy(logits, labels)
+        return loss, float(loss.detach())
+    total = F.cross_entropy(logits, labels, reduction="sum")
+    batch_total = total.detach().clone()
+    dist.all_reduce(batch_total)
+    return total * (world / size), float(batch_total) / size
+
+
 def train_model(
     space: ItemSpace,
     text: np.ndarray,
@@ -112,11 +223,28 @@ def train_model(
     config: TrainConfig,
     progress: bool = True,
 ) -> tuple[TransferModel, dict]:
-    """Train from scratch; returns the model (in eval mode) and a summary."""
+    """Train from scratch; returns the model (in eval mode) and a summary.
+
+    Under an initialised torch.distributed group every rank must call this with the same
+    inputs: all draw the same batches and negatives, each trains its shard of every batch
+    with DistributedDataParallel, and the result is the one-process model up to float
+    rounding (exactly so only without dropout, whose masks depend on the shard). Only rank 0
+    shows progress and logs.
+    """
+    rank, world = process_group()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     model = new_model(space, text, model_config).to(device)
+    net: nn.Module = Towers(model)
+    if world > 1:
+        net = DistributedDataParallel(
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False,  # the buffers are the fixed text embeddings
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     count = len(examples.targets)
     if config.max_examples is not None and count > config.max_examples:
@@ -130,52 +258,36 @@ def train_model(
     item_domain = np.asarray(space.domain_of())
     started = time.perf_counter()
     losses: list[float] = []
-    autocast = device.type == "cuda"
     for epoch in range(config.epochs):
-        model.train()
+        net.train()
         order = rng.permutation(count)
         steps = range(0, count, config.batch_size)
-        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+        bar = tqdm(
+            steps,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not progress or rank != 0,
+        )
         epoch_loss = 0.0
         for start in bar:
             batch = order[start : start + config.batch_size]
-            history, mask = history_tensors(examples.histories[batch], device)
-            targets = torch.as_tensor(examples.targets[batch], device=device)
             # Sampled negatives from each target's own domain: the ranking the model must win.
-            target_domains = item_domain[examples.targets[batch]]
             negatives = np.concatenate(
                 [
                     rng.choice(domain_rows[d], config.sampled_negatives)
-                    for d in np.unique(target_domains)
+                    for d in np.unique(item_domain[examples.targets[batch]])
                 ]
             )
-            negative_domain = item_domain[negatives]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                users = model.user_vectors(history, mask)
-                positives = model.item_vectors(targets)
-                sampled = model.item_vectors(torch.as_tensor(negatives, device=device))
-                in_batch = model.logits(users, positives)
-                against = model.logits(users, sampled)
-            # A sampled negative of another domain is no competitor: mask it out.
-            foreign = torch.as_tensor(
-                target_domains[:, None] != negative_domain[None, :], device=device
+            loss, batch_mean = batch_loss(
+                model, net, examples, batch, negatives, item_domain, device, rank, world
             )
-            against = against.float().masked_fill(foreign, float("-inf"))
-            same_item = targets[:, None] == torch.as_tensor(negatives, device=device)[None, :]
-            against = against.masked_fill(same_item, float("-inf"))
-            logits = torch.cat([in_batch.float(), against], dim=1)
-            duplicate = (targets[:, None] == targets[None, :]) & ~torch.eye(
-                len(batch), dtype=torch.bool, device=device
-            )
-            logits[:, : len(batch)] = logits[:, : len(batch)].masked_fill(duplicate, float("-inf"))
-            loss = F.cross_entropy(logits, torch.arange(len(batch), device=device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            epoch_loss += float(loss.detach()) * len(batch)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            epoch_loss += batch_mean * len(batch)
+            bar.set_postfix(loss=f"{batch_mean:.3f}")
         losses.append(epoch_loss / count)
-        log.info("epoch done epoch=%d loss=%.4f", epoch + 1, losses[-1])
+        if rank == 0:
+            log.info("epoch done epoch=%d loss=%.4f", epoch + 1, losses[-1])
     model.eval()
     summary = {
         "examples": int(count),
@@ -184,5 +296,6 @@ def train_model(
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
     }
-    log.info("training done %s", summary)
+    if rank == 0:
+        log.info("training done %s", summary)
     return model, summary

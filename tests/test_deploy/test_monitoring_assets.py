@@ -10,6 +10,7 @@ import yaml
 from support import REPO, require_binary
 
 from stream.metrics import WorkerMetrics
+from training.trainer_metrics import TrainerMetrics
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
@@ -37,7 +38,9 @@ def test_alerts_fire_when_they_should() -> None:
 def exported_metric_names() -> set[str]:
     suffix = {"counter": "_total", "info": "_info"}
     return {
-        metric.name + suffix.get(metric.type, "") for metric in WorkerMetrics().registry.collect()
+        metric.name + suffix.get(metric.type, "")
+        for registry in (WorkerMetrics().registry, TrainerMetrics().registry)
+        for metric in registry.collect()
     }
 
 
@@ -74,5 +77,6 @@ def test_every_rule_uses_exported_metrics() -> None:
 
 def test_every_metric_is_documented() -> None:
     table = (REPO / "docs" / "metrics.md").read_text()
-    for metric in WorkerMetrics().registry.collect():
-        assert f"`{metric.name}" in table, metric.name
+    for registry in (WorkerMetrics().registry, TrainerMetrics().registry):
+        for metric in registry.collect():
+            assert f"`{metric.name}" in table, metric.name

@@ -26,6 +26,7 @@ from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
 from training.evaluation.cases import EvalCase, EvalData
 from training.item_space import ItemSpace
+from training.projection import history_rows, project_items
 from training.train import history_tensors
 
 
@@ -182,35 +183,58 @@ def embed_catalog(
 
 
 class Trained:
-    """The trained transfer model: the user's recent items (all domains) → user vector."""
+    """A transfer model: the user's recent items (all domains) → user vector, dot products with
+    the target domain's items. ``model_space`` is the model's own item space: a stored version
+    judged on newer data gets text-only vectors for items it has never seen, exactly as the
+    worker serves it (see training.projection); ``embeddings`` are needed only for those."""
 
-    name = "trained"
-
-    def __init__(self, space: ItemSpace, model: torch.nn.Module) -> None:
-        self.space = space
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        space: ItemSpace,
+        model_space: ItemSpace | None = None,
+        embeddings: dict[str, np.ndarray] | None = None,
+        name: str = "trained",
+    ) -> None:
+        model_space = model_space or space
+        self.name = name
         self.model = model.eval()
+        self.model_space = model_space
+        self.space = space
         self.max_history = model.config.max_history
-        self._items: dict[str, torch.Tensor] = {}
-
-    def _domain_items(self, domain: str) -> torch.Tensor:
-        if domain not in self._items:
-            block = self.space.domain_slice(domain)
-            with torch.inference_mode():
-                self._items[domain] = self.model.item_vectors(torch.arange(block.start, block.stop))
-        return self._items[domain]
+        self.items = {
+            domain: torch.as_tensor(
+                project_items(
+                    model,
+                    model_space,
+                    domain,
+                    space.item_ids[domain],
+                    embeddings[domain]
+                    if embeddings is not None
+                    else _no_text(model, space, domain),
+                )
+            )
+            for domain in space.domains
+        }
 
     def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
         histories = np.full((len(cases), self.max_history), -1, dtype=np.int64)
         for row, case in enumerate(cases):
-            known = [self.space.index.get((e.domain, e.item_id)) for e in case.history]
-            known = [index for index in known if index is not None][-self.max_history :]
-            if known:
-                histories[row, self.max_history - len(known) :] = known
+            rows = history_rows(
+                self.model_space, [(e.domain, e.item_id) for e in case.history], self.max_history
+            )
+            if rows:
+                histories[row, self.max_history - len(rows) :] = rows
         tensor, mask = history_tensors(histories, torch.device("cpu"))
         empty = ~mask.any(dim=1)
-        mask[empty, -1] = True  # a user without known items gets the pad item's vector
+        mask[empty, -1] = True
         with torch.inference_mode():
             users = self.model.user_vectors(tensor, mask)
-            scores = (users @ self._domain_items(domain).T).numpy()
+            scores = (users @ self.items[domain].T).numpy()
         scores[empty.numpy()] = 0.0
         return scores
+
+
+def _no_text(model: torch.nn.Module, space: ItemSpace, domain: str) -> np.ndarray:
+    """Placeholder text rows for a model judged on its own item space (every item is known)."""
+    return np.zeros((len(space.item_ids[domain]), model.config.text_dim), dtype=np.float32)

@@ -64,7 +64,7 @@ def sample_negatives(
     return candidates
 
 
-def _evaluate_method(
+def evaluate_method(
     method: Method,
     cases: list[EvalCase],
     space: ItemSpace,
@@ -205,9 +205,9 @@ def evaluate_offline(
             elif name == "zero_shot" and embeddings is not None:
                 built.append(ZeroShotText(space, embeddings, settings))
         if model is not None:
-            built.append(Trained(space, model))
+            built.append(Trained(model, space))
         for method in tqdm(built, desc=f"evaluating {group}", disable=not progress):
-            full[method.name][group], sampled[method.name][group] = _evaluate_method(
+            full[method.name][group], sampled[method.name][group] = evaluate_method(
                 method,
                 data.cases[group],
                 space,

@@ -1,0 +1,284 @@
+"""One training job: read a window of the event log, train a candidate, judge it against the
+serving model on held-out later interactions, and publish it only if it wins by the margin.
+
+The judgement uses the offline evaluator's cases and metrics (``training.evaluation``): each
+held-out user's last event in the window is the target, cold (other domains only) and warm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schemas import ZERO_SHOT_VERSION, ModelUpdate
+from stream.dataset import Dataset
+from stream.encoder import TextEncoder
+from stream.settings import Settings
+from training.artifacts import ArtifactRefused, LoadedModel, load_artifact, save_artifact
+from training.evaluation.cases import GROUPS, EvalData, load_cases
+from training.evaluation.methods import (
+    Method,
+    Trained,
+    ZeroShotText,
+    embed_catalog,
+    interaction_matrix,
+)
+from training.evaluation.offline import evaluate_method, sample_negatives
+from training.event_log import HELD_OUT, Window, snapshot_window
+from training.item_space import ItemSpace
+from training.model import ModelConfig, TransferModel
+from training.model_store import ModelStore
+from training.publisher import model_update_for, publish_update, serving_update
+from training.train import TrainConfig, build_examples, train_model
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(RuntimeError):
+    """A job that could not produce a judgement; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class JobResult:
+    """What a job decided and why; ``metrics`` holds ``candidate.*`` and ``serving.*``."""
+
+    outcome: str  # "promoted" | "rejected"
+    reason: str
+    candidate_version: str
+    serving_version: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    window: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    update: ModelUpdate | None = None
+
+
+def new_version() -> str:
+    return f"v{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def gate_metrics(full: dict[str, dict]) -> dict[str, float]:
+    """``group.metric`` → value from the evaluator's full-protocol results per group."""
+    return {
+        f"{group}.{name}": float(value)
+        for group, result in full.items()
+        for name, value in result.items()
+        if isinstance(value, int | float) and ("@" in name or name == "mrr")
+    }
+
+
+def run_job(
+    settings: Settings,
+    window: Window,
+    *,
+    reasons: list[str] | None = None,
+    progress: bool = True,
+    publish: bool = True,
+) -> JobResult:
+    """Run one job to its decision. Raises :class:`JobFailed` when it cannot decide."""
+    started = time.perf_counter()
+    config = settings.trainer
+    store = ModelStore(settings.models.store)
+    version = new_version()
+    work = config.work_dir / version
+    try:
+        data_dir = work / "window"
+        stats = snapshot_window(
+            settings,
+            window,
+            data_dir,
+            holdout_share=config.holdout_share,
+            max_holdout_users=config.max_holdout_users,
+            seed=config.seed,
+            progress=progress,
+        )
+        if stats.events == 0:
+            raise JobFailed("no_data", f"the window {window} holds no valid events")
+        data = load_cases(Dataset(data_dir), (HELD_OUT,))
+        if not data.cases["warm"]:
+            raise JobFailed(
+                "no_holdout",
+                f"no held-out user has 2+ events in the window ({stats.users} users): widen the "
+                "window or raise trainer.holdout_share",
+            )
+        space = ItemSpace.from_data(data)
+        encoder = TextEncoder(
+            settings.encoder.model_path,
+            max_length=settings.encoder.max_length,
+            batch_size=settings.encoder.batch_size,
+            device=settings.encoder.device,
+        )
+        embeddings = embed_catalog(data, encoder, config.cache_dir, progress=progress)
+        text = np.concatenate([embeddings[domain] for domain in space.domains])
+        candidate, summary = _train(settings, data, space, text, work, progress)
+        serving = serving_update(settings)
+        serving_version = serving.version if serving else ZERO_SHOT_VERSION
+        methods: list[Method] = [Trained(candidate, space, name="candidate")]
+        methods.append(_serving_method(settings, store, serving, space, embeddings))
+        results = _judge(data, space, embeddings, methods)
+        metrics = {
+            f"{who}.{name}": value
+            for who, result in results.items()
+            for name, value in gate_metrics(result).items()
+        }
+        ours = metrics.get(f"candidate.{config.gate_metric}", 0.0)
+        theirs = metrics.get(f"serving.{config.gate_metric}", 0.0)
+        result = JobResult(
+            outcome="rejected",
+            reason="",
+            candidate_version=version,
+            serving_version=serving_version,
+            metrics=metrics,
+            window=stats.to_dict(),
+            training=summary,
+        )
+        if ours <= theirs + config.gate_margin:
+            result.reason = (
+                f"{config.gate_metric} {ours:.4f} does not beat the serving {serving_version} "
+                f"{theirs:.4f} by the margin {config.gate_margin}"
+            )
+        else:
+            result.outcome = "promoted"
+            result.reason = (
+                f"{config.gate_metric} {ours:.4f} beats the serving {serving_version} "
+                f"{theirs:.4f} by more than {config.gate_margin}"
+            )
+            folder = save_artifact(
+                candidate,
+                space,
+                store.path_of(version),
+                version=version,
+                parent_version=serving_version,
+                train_config=summary.get("config", {}),
+                data_window={**stats.to_dict(), "requests": reasons or []},
+                metrics=metrics,
+            )
+            result.update = model_update_for(folder)
+            if publish:
+                publish_update(settings, result.update)
+        result.seconds = round(time.perf_counter() - started, 2)
+        log.info(
+            "training job decided outcome=%s version=%s serving=%s reason=%r seconds=%.1f",
+            result.outcome,
+            version,
+            serving_version,
+            result.reason,
+            result.seconds,
+        )
+        (config.work_dir / f"{version}.json").write_text(
+            json.dumps(
+                {k: v for k, v in result.__dict__.items() if k != "update"}, indent=2, default=str
+            )
+        )
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train(
+    settings: Settings,
+    data: EvalData,
+    space: ItemSpace,
+    text: np.ndarray,
+    work: Path,
+    progress: bool,
+) -> tuple[TransferModel, dict]:
+    config = settings.trainer
+    model_config = ModelConfig(text_dim=text.shape[1])
+    train_config = TrainConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        device=config.device,
+    )
+    # The held-out users' targets are not in the training signal; their histories are.
+    sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["warm"]]
+    examples = build_examples(
+        space, sequences, model_config.max_history, train_config.cold_share, train_config.seed
+    )
+    if len(examples.targets) == 0:
+        raise JobFailed("no_data", "the window yields no training examples")
+    if config.processes > 1:
+        from training.distributed import train_with_torchrun
+
+        model, summary = train_with_torchrun(
+            space, text, examples, model_config, train_config, config.processes, work / "ddp"
+        )
+    else:
+        model, summary = train_model(
+            space, text, examples, model_config, train_config, progress=progress
+        )
+    summary["config"] = {**train_config.to_dict(), "model": model_config.to_dict()}
+    return model, summary
+
+
+def _serving_method(
+    settings: Settings,
+    store: ModelStore,
+    serving: ModelUpdate | None,
+    space: ItemSpace,
+    embeddings: dict[str, np.ndarray],
+) -> Method:
+    """The serving version as the evaluator's method named "serving"."""
+    if serving is None or serving.version == ZERO_SHOT_VERSION:
+        method = ZeroShotText(space, embeddings, settings)
+        method.name = "serving"
+        return method
+    try:
+        loaded: LoadedModel = load_artifact(store.resolve_uri(serving.artifact_uri))
+    except ArtifactRefused as exc:
+        raise JobFailed(
+            "serving_unreadable",
+            f"the serving version {serving.version} cannot be loaded ({exc.reason}: {exc.detail});"
+            " roll back with `xdrec model rollback` or publish a valid version",
+        ) from exc
+    rows = space.index
+    text = np.zeros((loaded.space.size, loaded.model.config.text_dim), dtype=np.float32)
+    flat = np.concatenate([embeddings[domain] for domain in space.domains])
+    for pair, row in loaded.space.index.items():
+        if pair in rows:
+            text[row] = flat[rows[pair]]
+    loaded.model.text.copy_(torch.as_tensor(text))
+    return Trained(loaded.model, space, loaded.space, embeddings, name="serving")
+
+
+def _judge(
+    data: EvalData,
+    space: ItemSpace,
+    embeddings: dict[str, np.ndarray],
+    methods: list[Method],
+) -> dict[str, dict[str, dict]]:
+    """Full-protocol results per method and group."""
+    candidates = sample_negatives(data.cases["warm"], space, 99, 0)
+    results: dict[str, dict[str, dict]] = {method.name: {} for method in methods}
+    for group in GROUPS:
+        training = interaction_matrix(space, data.training[group])
+        popularity = np.asarray(training.sum(axis=0)).ravel()
+        for method in methods:
+            if not data.cases[group]:
+                continue
+            full, _ = evaluate_method(
+                method,
+                data.cases[group],
+                space,
+                candidates,
+                embeddings,
+                popularity,
+                training.shape[0],
+            )
+            results[method.name][group] = full
+    return results
