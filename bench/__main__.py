@@ -20,7 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, ModuleType
 
-from bench import ceiling, encoder_speed, faust_noop, quix_noop, topk, worker_throughput
+from bench import (
+    ceiling,
+    encoder_speed,
+    faust_noop,
+    quix_noop,
+    swap,
+    topk,
+    worker_throughput,
+)
 from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
 from bench.report import DEFAULT_NOTE, machine, markdown, rows_json, write_json
 from stream.broker import start_broker, stop_broker
@@ -31,6 +39,7 @@ MODULES: tuple[ModuleType, ...] = (
     faust_noop,
     quix_noop,
     worker_throughput,
+    swap,
     encoder_speed,
     topk,
 )

@@ -73,6 +73,8 @@ class Sizes:
     topk_repeats: int
     start_timeout_s: float
     min_events_per_s: float  # below this a wait for output gives up: the bound on wall time
+    swap_events: int  # the hot-swap row streams these, the new version announced half-way
+    swap_events_per_s: float  # about half of what one worker sustains on 2 cores
 
 
 QUICK = Sizes(
@@ -88,6 +90,8 @@ QUICK = Sizes(
     topk_repeats=3,
     start_timeout_s=120.0,
     min_events_per_s=200.0,
+    swap_events=4_000,
+    swap_events_per_s=400.0,
 )
 
 FULL = Sizes(
@@ -103,6 +107,8 @@ FULL = Sizes(
     topk_repeats=7,
     start_timeout_s=300.0,
     min_events_per_s=200.0,
+    swap_events=6_000,
+    swap_events_per_s=400.0,
 )
 
 

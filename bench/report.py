@@ -140,6 +140,11 @@ def markdown(
         "produces with xdrec's producer settings (`stream.transport.make_producer`); faust and "
         "quix keep their own defaults.",
         "",
+        "The hot-swap rows (`bench/swap.py`, alone: `python -m bench.swap --json OUT.json`) "
+        "stream events into one worker at a steady rate, announce a trained model half-way, "
+        "read the worker's event-loop lag from /metrics every 100 ms and check that every event "
+        "got exactly one recommendation across the swap; a lost or doubled one fails the rows.",
+        "",
         "## Running",
         "",
         "```bash",

@@ -366,7 +366,8 @@ class BatchProcessor:
                     sources=sorted(d for d in state.interests if d in sources or d == target),
                     query=query,
                     exclude=frozenset(state.seen.get(target, ())),
-                    trigger=Trigger(
+                    # Built from validated fields: construct without validating again.
+                    trigger=Trigger.model_construct(
                         event_id=event.event_id,
                         domain=event.domain,
                         event_time=event.timestamp,
@@ -398,8 +399,10 @@ class BatchProcessor:
             items = ranked[position]
             if not items:
                 continue
+            # Every field comes from validated input or our own scorer: no validation needed
+            # (a test checks that emitted recommendations validate against the contract).
             recommendations.append(
-                Recommendation(
+                Recommendation.model_construct(
                     schema_version=SCHEMA_VERSION,
                     recommendation_id=recommendation_id(
                         request.user_id,
@@ -410,7 +413,7 @@ class BatchProcessor:
                     user_id=request.user_id,
                     target_domain=request.target,
                     items=[
-                        RecommendedItem(item_id=item_id, score=score, rank=rank)
+                        RecommendedItem.model_construct(item_id=item_id, score=score, rank=rank)
                         for rank, (item_id, score) in enumerate(items, start=1)
                     ],
                     model_version=scorer.version,

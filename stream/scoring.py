@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,26 +43,54 @@ def top_k(
     exclude: Sequence[Collection[str]],
     k: int,
 ) -> list[list[tuple[str, float]]]:
-    """For each query row, the ``k`` best ``(item_id, score)`` pairs, best first."""
+    """For each query row, the ``k`` best ``(item_id, score)`` pairs, best first.
+
+    Vectorized over the batch: one masked assignment for excluded items and one ``topk`` over
+    all rows; only rows with tied scores fall back to a Python sort.
+    """
     if index.size == 0 or len(queries) == 0:
         return [[] for _ in range(len(queries))]
     scores = score_items(index, queries)
+    rows: list[int] = []
+    columns: list[int] = []
+    positions = index.positions
+    for row, excluded in enumerate(exclude):
+        for item in excluded:
+            position = positions.get(item)
+            if position is not None:
+                rows.append(row)
+                columns.append(position)
+    if rows:
+        scores[rows, columns] = -np.inf
+    candidates = np.isfinite(scores).sum(axis=1)
+    # A margin beyond k, so that ties at the boundary are resolved by item id. torch.topk is
+    # about twice as fast as numpy's argpartition + argsort here and returns the rows sorted.
+    margin = min(index.size, k + 8)
+    values, picked = torch.topk(torch.from_numpy(scores), margin, dim=1)
+    best, best_scores = picked.numpy(), values.numpy()
+    tied = ((best_scores[:, 1:] == best_scores[:, :-1]) & np.isfinite(best_scores[:, 1:])).any(
+        axis=1
+    )
+    item_ids = index.item_ids
     results: list[list[tuple[str, float]]] = []
-    for row, excluded in zip(scores, exclude, strict=True):
-        positions = [index.positions[item] for item in excluded if item in index.positions]
-        if positions:
-            row[positions] = -np.inf
-        candidates = int(np.count_nonzero(np.isfinite(row)))
-        take = min(k, candidates)
+    for row in range(len(queries)):
+        take = min(k, int(candidates[row]))
         if take == 0:
             results.append([])
             continue
-        # Take a margin beyond k so that ties at the boundary are resolved by item id.
-        margin = min(candidates, take + 8)
-        best = (
-            np.argpartition(-row, margin - 1)[:margin] if margin < row.size else np.arange(row.size)
-        )
-        best = [int(position) for position in best if np.isfinite(row[position])]
-        best.sort(key=lambda position: (-float(row[position]), index.item_ids[position]))
-        results.append([(index.item_ids[p], float(row[p])) for p in best[:take]])
+        picked = best[row].tolist()
+        values = best_scores[row].tolist()
+        if tied[row]:
+            pairs = sorted(
+                (
+                    (-value, item_ids[position], position)
+                    for position, value in zip(picked, values, strict=True)
+                    if np.isfinite(value)
+                ),
+            )
+            results.append([(item, -negative) for negative, item, _ in pairs[:take]])
+        else:
+            results.append(
+                [(item_ids[p], v) for p, v in zip(picked[:take], values[:take], strict=True)]
+            )
     return results

@@ -212,7 +212,7 @@ def interest_query(
         query = part if query is None else query + part
     if query is None:
         return None
-    norm = float(np.linalg.norm(query))
+    norm = float(np.sqrt(np.dot(query, query)))
     if not np.isfinite(norm) or norm == 0.0:
         return None
     return (query / np.float32(norm)).astype(np.float32, copy=False)

@@ -16,50 +16,17 @@ import pytest
 from safetensors.torch import load_file, save_file
 from support import WorkerProcess, produce, read_topic, user_event
 
+from bench.swap import train_sample_artifact
 from stream.dataset import Dataset
-from stream.encoder import TextEncoder, item_text
 from stream.replay import replay_dataset
-from stream.sample import sample_interactions, sample_items, write_sample_dataset
+from stream.sample import sample_items, write_sample_dataset
 from stream.settings import Settings
-from training.artifacts import MANIFEST, WEIGHTS, save_artifact, sha256_of
-from training.item_space import ItemSpace
-from training.model import ModelConfig
+from training.artifacts import MANIFEST, WEIGHTS, sha256_of
 from training.publisher import model_update_for, publish_update
-from training.train import TrainConfig, build_examples, train_model
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_704_067_200.0
-
-
-def train_sample_artifact(store: Path, version: str) -> Path:
-    """A small trained model of the sample catalog, saved as an artifact in ``store``."""
-    items = sample_items()
-    by_domain: dict[str, list[str]] = defaultdict(list)
-    for item in items:
-        by_domain[item["domain"]].append(item["item_id"])
-    space = ItemSpace.from_ids(dict(by_domain))
-    texts = {(i["domain"], i["item_id"]): item_text(i["title"], i["text"]) for i in items}
-    ordered = [texts[(d, item)] for d in space.domains for item in space.item_ids[d]]
-    text = TextEncoder().encode(ordered)
-    per_user: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in sample_interactions():
-        per_user[row["user_id"]].append((row["domain"], row["item_id"]))
-    config = ModelConfig(dim=32, max_history=8)
-    examples = build_examples(space, list(per_user.values()), 8, 0.5, 0)
-    model, _ = train_model(
-        space, text, examples, config, TrainConfig(epochs=2, batch_size=128), progress=False
-    )
-    return save_artifact(
-        model,
-        space,
-        store / version,
-        version=version,
-        parent_version=None,
-        train_config={"epochs": 2},
-        data_window={"source": "sample"},
-        metrics={"loss": 0.0},
-    )
 
 
 def corrupt_copy(good: Path, store: Path, version: str, how: str) -> Path:

@@ -36,3 +36,13 @@ def test_removed_items_and_small_catalogs() -> None:
     [result] = top_k(index, index.matrix[2:3], [{"m0"}], k=10)
     assert [item for item, _ in result] and {"m0", "m2"}.isdisjoint(item for item, _ in result)
     assert len(result) == 3
+
+
+def test_ties_are_broken_by_item_id_whatever_the_order_in_the_catalog() -> None:
+    vector = np.ones((1, 4), dtype=np.float32) / 2.0
+    other = np.array([[1.0, 0, 0, 0]], dtype=np.float32)
+    ids = ["m9", "m3", "m7", "m1", "m5"]
+    matrix = np.concatenate([vector, vector, other, vector, vector])
+    index = DomainIndex("movies", ids, {i: n for n, i in enumerate(ids)}, matrix, np.ones(5, bool))
+    [result] = top_k(index, vector, [{"m5"}], k=3)
+    assert [item for item, _ in result] == ["m1", "m3", "m9"]

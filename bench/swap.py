@@ -1,0 +1,994 @@
+"""Hot swap under load: how long the worker's event loop stalls while a new model version is
+prepared and swapped in, and how soon the first recommendation of that version comes out.
+
+``python -m bench.swap --json OUT.json`` (and ``xdrec bench swap``) starts a local broker of its
+own (or uses ``--bootstrap-servers``), builds a movies catalog of the bundled sample items padded
+with synthetic ones (so the new version has a realistic number of items to project), trains a
+small model of the sample catalog, starts one real ``xdrec worker`` and streams books and music
+events at a steady rate. Half-way through, the trained version is announced with a ModelUpdate.
+Meanwhile the worker's /metrics is read every 100 ms and every recommendation is consumed.
+
+Every event is a positive-weight books or music event of a sample item, and the only route is
+movies <- books, music with ``every_n_events`` 1: under the zero-shot v0 and under the trained
+version alike (all its history items are in the model's item space) each event must yield
+exactly one recommendation on ``recs.movies``. The figures written:
+
+- ``events``: events produced (at least ``--events``: the stream goes on until the settle window
+  after the first new-version recommendation has passed, so the swap is always under load);
+  ``lost``: events without a recommendation; ``duplicated``: recommendation ids consumed more
+  than once (``reprocessed``: events with several distinct recommendation ids).
+- ``stall_ms_max``: the largest ``xdrec_event_loop_lag_max_seconds`` read from just before the
+  ModelUpdate was sent until ``settle_s`` (2 s) after the first new-version recommendation was
+  consumed. The gauge is a maximum over the worker's last 10 s, so a value read early in the
+  window can still include lag from up to 10 s before the swap: read it next to
+  ``baseline_stall_ms_max``, the same gauge read during steady load before the swap, and
+  next to ``stall_ms_new_max`` (the largest value the gauge rose to within the window: a lag
+  that certainly happened inside it; null if it never rose) and ``stall_ms_bound`` (the upper
+  bound of the highest histogram bucket that gained observations in the window: no lag
+  inside it was longer). Every ``baseline_`` figure is the same over the steady stream before
+  the ModelUpdate.
+- ``stall_ms_p99``: the 99th percentile of the loop lag in the same window, from the
+  deltas of the ``xdrec_event_loop_lag_seconds`` buckets, interpolated linearly within the
+  bucket as Prometheus' ``histogram_quantile`` does (``baseline_stall_ms_p99`` likewise).
+- ``swap_to_first_new_rec_ms``: from the broker's acknowledgement of the ModelUpdate to this
+  process consuming the first recommendation of the new version (what a consumer sees);
+  ``swap_to_first_new_rec_generated_ms`` uses that recommendation's ``generated_at`` instead
+  (the worker's clock, same host), which leaves out producing and fetching it.
+- ``versions_in_order``: within each source partition, in offset order, recommendations carry
+  the old version and then only the new one, and none generated before the acknowledgement
+  carries the new one.
+
+Benchmarks are measurements, not tests: a slow figure never fails the run; a lost or doubled
+event, or a version that never arrives, makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.harness import FULL, REPO, Context, Outcome, RowSpec
+from bench.kafka_io import EVENT_TYPES, produce_fast, wait_for_partitions
+from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
+from stream.broker import start_broker, stop_broker
+from stream.catalog import ItemCatalog, text_digest
+from stream.encoder import TextEncoder, item_text
+from stream.logs import configure_logging
+from stream.sample import sample_interactions, sample_items
+from stream.settings import Settings, merge_sections
+from stream.supervisor import WorkerProcess
+from stream.topics import create_topics
+from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
+from training.artifacts import save_artifact
+from training.item_space import ItemSpace
+from training.model import ModelConfig
+from training.publisher import model_update_for, publish_update
+from training.train import TrainConfig, build_examples, train_model
+
+log = logging.getLogger("bench.swap")
+
+SOURCES = ("books", "music")
+TARGET = "movies"
+OLD_VERSION = "v0"
+NEW_VERSION = "v1"
+STALL_TARGET_MS = 50.0
+LAG_MAX = "xdrec_event_loop_lag_max_seconds"
+LAG_HISTOGRAM = "xdrec_event_loop_lag_seconds"
+
+STALL_ROW = "xdrec_swap_loop_stall_ms_max"
+STEADY_ROW = "xdrec_steady_loop_stall_ms_max"
+FIRST_REC_ROW = "xdrec_swap_to_first_new_rec_ms"
+NEEDS_BROKER = True
+_SETUP = (
+    f"one `xdrec worker`, route movies <- books,music, {FULL.swap_events_per_s:.0f} events/s "
+    "(about half what it sustains) over sample items, "
+    "movies catalog of 10,000 items (sample + synthetic); a model trained on the sample "
+    "catalog is announced half-way through the stream; /metrics read every 100 ms"
+)
+ROWS = (
+    RowSpec(
+        STEADY_ROW,
+        "ms",
+        None,
+        "largest `xdrec_event_loop_lag_max_seconds` (a 10 s max of how late a 5 ms timer "
+        "fires on the worker's event loop) during steady load before the swap; " + _SETUP,
+    ),
+    RowSpec(
+        STALL_ROW,
+        "ms",
+        STEADY_ROW,
+        "the same gauge, largest value from just before the ModelUpdate until 2 s after the "
+        "first recommendation of the new version; target <= 50 ms. Notes: p99 from the "
+        "histogram's bucket deltas, the largest value the gauge rose to inside the window (the "
+        "max can stem from up to 10 s before it) and the highest bucket bound reached",
+    ),
+    RowSpec(
+        FIRST_REC_ROW,
+        "ms",
+        None,
+        "ModelUpdate acknowledged by the broker to the first recommendation of the new "
+        "version consumed from recs.movies (validation, projection of the catalog and the "
+        "swap between two batches included)",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SwapPlan:
+    """What one run does; the defaults keep the worker at about half the rate it sustains."""
+
+    events: int = 6_000
+    rate: float = 400.0
+    catalog_items: int = 10_000  # movies, the target: sample items plus synthetic ones
+    users: int = 500
+    settle_s: float = 2.0
+    poll_s: float = 0.1
+    start_timeout_s: float = 300.0
+    seed: int = 7
+
+
+def train_sample_artifact(
+    store: Path,
+    version: str,
+    *,
+    encoder: TextEncoder | None = None,
+    text: np.ndarray | None = None,
+    epochs: int = 2,
+) -> Path:
+    """A small trained model of the bundled sample catalog, saved as an artifact in ``store``.
+
+    The hot-swap test and this benchmark both need a real version to announce. ``text``: the
+    sample items' text vectors in item-space order (:func:`space_text`); without it they are
+    encoded with ``encoder`` (default: the bundled one).
+    """
+    items = sample_items()
+    by_domain: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        by_domain[item["domain"]].append(item["item_id"])
+    space = ItemSpace.from_ids(dict(by_domain))
+    if text is None:
+        texts = {(i["domain"], i["item_id"]): item_text(i["title"], i["text"]) for i in items}
+        ordered = [texts[(d, item)] for d in space.domains for item in space.item_ids[d]]
+        text = (encoder or TextEncoder()).encode(ordered)
+    per_user: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for row in sample_interactions():
+        per_user[row["user_id"]].append((row["domain"], row["item_id"]))
+    config = ModelConfig(dim=32, max_history=8)
+    examples = build_examples(space, list(per_user.values()), 8, 0.5, 0)
+    model, _ = train_model(
+        space, text, examples, config, TrainConfig(epochs=epochs, batch_size=128), progress=False
+    )
+    return save_artifact(
+        model,
+        space,
+        store / version,
+        version=version,
+        parent_version=None,
+        train_config={"epochs": epochs},
+        data_window={"source": "sample"},
+        metrics={"loss": 0.0},
+    )
+
+
+def settings_overrides(workdir: Path) -> dict[str, Any]:
+    """The deployment under test: one route, a recommendation per event, models in workdir."""
+    return {
+        "domains": [*SOURCES, TARGET],
+        "recommendations": {"routes": {TARGET: list(SOURCES)}, "top_k": 10, "every_n_events": 1},
+        "models": {"store": str(workdir / "models")},
+        "worker": {"state_dir": str(workdir / "state")},
+        "metrics": {"port": 0},
+    }
+
+
+def _catalog_items(catalog_items: int) -> list[CatalogItem]:
+    """The sample catalog, with the movies padded to ``catalog_items`` synthetic variants."""
+    items = [CatalogItem(schema_version=SCHEMA_VERSION, **item) for item in sample_items()]
+    movies = [item for item in items if item.domain == TARGET]
+    items += [
+        CatalogItem(
+            schema_version=SCHEMA_VERSION,
+            item_id=f"{TARGET}-pad{number:06d}",
+            domain=TARGET,
+            title=f"{movies[number % len(movies)].title} {number}",
+            text=movies[number % len(movies)].text,
+        )
+        for number in range(max(0, catalog_items - len(movies)))
+    ]
+    return items
+
+
+def fill_item_store(
+    settings: Settings, encoder: TextEncoder, items: list[CatalogItem], seed: int
+) -> dict[tuple[str, str], np.ndarray]:
+    """Write ``items`` into the worker's item store, so that the worker encodes nothing.
+
+    Random unit vectors under the real encoder's fingerprint, as for the throughput rows: what
+    the new version costs to prepare depends on how many items it projects, not on their
+    values. Returns the vector of every item.
+    """
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((len(items), encoder.dimension), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [item_text(item.title, item.text) for item in items]
+    path = settings.worker.state_dir / settings.worker.name / "items"
+    catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
+    try:
+        for domain in settings.domains:
+            rows = [n for n, item in enumerate(items) if item.domain == domain]
+            catalog.add(
+                domain,
+                [items[n].item_id for n in rows],
+                [text_digest(texts[n]) for n in rows],
+                vectors[rows],
+            )
+    finally:
+        catalog.close()
+    return {(item.domain, item.item_id): vectors[n] for n, item in enumerate(items)}
+
+
+def publish_catalog(settings: Settings, items: list[CatalogItem]) -> None:
+    """The same items on the catalog topics, as a deployment has them."""
+    produce_fast(
+        settings,
+        [
+            OutgoingMessage(
+                settings.topics.catalog(item.domain),
+                item.item_id.encode("utf-8"),
+                item.model_dump_json().encode("utf-8"),
+            )
+            for item in items
+        ],
+    )
+
+
+def publish_and_train(
+    settings: Settings, items: list[CatalogItem], text: np.ndarray, store: Path
+) -> Path:
+    """What runs beside the worker's start: the catalog topics and the new version."""
+    publish_catalog(settings, items)
+    # One epoch: the quality of the model does not change what it costs to swap it in.
+    return train_sample_artifact(store, NEW_VERSION, text=text, epochs=1)
+
+
+def space_text(vectors: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
+    """The sample vectors in the order of the item space ``train_sample_artifact`` builds."""
+    by_domain: dict[str, list[str]] = defaultdict(list)
+    for item in sample_items():
+        by_domain[item["domain"]].append(item["item_id"])
+    space = ItemSpace.from_ids(dict(by_domain))
+    return np.stack([vectors[(d, item)] for d in space.domains for item in space.item_ids[d]])
+
+
+def events(settings: Settings, users: int, seed: int) -> Iterator[tuple[str, OutgoingMessage]]:
+    """An endless stream of positive-weight books/music events of sample items, keyed by user."""
+    rng = random.Random(seed)
+    items = {d: [i["item_id"] for i in sample_items() if i["domain"] == d] for d in SOURCES}
+    clock = time.time() - 86_400
+    number = 0
+    while True:
+        domain = rng.choice(SOURCES)
+        user_id = f"u{rng.randrange(users):05d}"
+        event = UserEvent(
+            schema_version=SCHEMA_VERSION,
+            event_id=f"swap{seed}-{number:08d}",
+            user_id=user_id,
+            domain=domain,
+            item_id=rng.choice(items[domain]),
+            event_type=rng.choice(EVENT_TYPES),
+            timestamp=clock + number * 0.01,
+        )
+        yield (
+            event.event_id,
+            OutgoingMessage(
+                settings.topics.events(domain),
+                user_id.encode("utf-8"),
+                event.model_dump_json().encode("utf-8"),
+            ),
+        )
+        number += 1
+
+
+class PacedProducer(threading.Thread):
+    """Produces at ``rate`` events/s: ``planned`` events, then on while ``more()`` holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: Iterator[tuple[str, OutgoingMessage]],
+        rate: float,
+        planned: int,
+        more: Callable[[], bool],
+        limit: int,
+    ) -> None:
+        super().__init__(name="swap-producer", daemon=True)
+        self.settings = settings
+        self.stream = stream
+        self.rate = rate
+        self.planned = planned
+        self.more = more
+        self.limit = limit
+        self.event_ids: list[str] = []
+        self.failures: list[str] = []
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def sent(self) -> int:
+        return len(self.event_ids)
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error.str()}")
+
+    def run(self) -> None:
+        producer = make_producer(self.settings)
+        try:
+            self.started_at = time.perf_counter()
+            while not self._stop_requested.is_set() and len(self.event_ids) < self.limit:
+                if len(self.event_ids) >= self.planned and not self.more():
+                    break
+                due = int((time.perf_counter() - self.started_at) * self.rate) + 1
+                while len(self.event_ids) < min(due, self.limit):
+                    event_id, message = next(self.stream)
+                    produce_queued(
+                        producer,
+                        message.topic,
+                        message.value,
+                        message.key,
+                        on_delivery=self._on_delivery,
+                    )
+                    self.event_ids.append(event_id)
+                producer.poll(0)
+                time.sleep(0.005)
+            self.finished_at = time.perf_counter()
+            remaining = producer.flush(30.0)
+            if remaining:
+                self.failures.append(f"{remaining} events still queued after 30s")
+        except BaseException as exc:  # reported by the caller; the thread must not die silently
+            self.error = exc
+
+
+@dataclass(frozen=True, slots=True)
+class LagSample:
+    """One read of /metrics: when (parent's perf_counter), the 10 s max gauge, the buckets."""
+
+    at: float
+    lag_max: float
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count), +Inf last
+
+
+def parse_lag(text: str, at: float) -> LagSample | None:
+    """The loop-lag gauge and histogram out of one /metrics page (None if absent)."""
+    lag_max: float | None = None
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(text):
+        if family.name == LAG_MAX:
+            lag_max = family.samples[0].value
+        elif family.name == LAG_HISTOGRAM:
+            buckets = [
+                (float(s.labels["le"]), s.value)
+                for s in family.samples
+                if s.name.endswith("_bucket")
+            ]
+    if lag_max is None or not buckets:
+        return None
+    return LagSample(at, lag_max, tuple(sorted(buckets)))
+
+
+class MetricsPoller(threading.Thread):
+    """Reads the worker's /metrics every ``interval`` seconds and keeps the loop-lag samples."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        super().__init__(name="swap-metrics", daemon=True)
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.samples: list[LagSample] = []
+        self.failures = 0
+        self._stop_requested = threading.Event()
+
+    def poll(self) -> None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2.0) as response:
+                text = response.read().decode("utf-8")
+        except OSError as exc:
+            self.failures += 1
+            log.warning("metrics read failed url=%s error=%s", self.url, exc)
+            return
+        sample = parse_lag(text, time.perf_counter())
+        if sample is None:
+            self.failures += 1
+            log.warning("metrics page without %s url=%s", LAG_MAX, self.url)
+        else:
+            self.samples.append(sample)
+
+    def run(self) -> None:
+        next_at = time.perf_counter()
+        while not self._stop_requested.is_set():
+            self.poll()
+            next_at += self.interval
+            self._stop_requested.wait(max(0.0, next_at - time.perf_counter()))
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self.join(5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What this benchmark keeps of one consumed recommendation."""
+
+    at: float  # parent's perf_counter when consumed
+    wall: float  # and its wall clock, to compare with generated_at
+    recommendation_id: str
+    model_version: str
+    event_id: str
+    source: tuple[str, int]
+    offset: int
+    generated_at: float
+
+
+class RecCollector(threading.Thread):
+    """Reads every partition of the recommendation topics from the start, timestamping each."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        super().__init__(name="swap-recs", daemon=True)
+        self.settings = settings
+        self.topics = topics
+        self.received: list[Received] = []
+        self.first_new_at: float | None = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 20})
+        try:
+            assignment = [
+                TopicPartition(topic, partition, OFFSET_BEGINNING)
+                for topic in self.topics
+                for partition in wait_for_partitions(consumer, topic)
+            ]
+            consumer.assign(assignment)
+            messages = consumer.consume(1, timeout=0.5)  # starts the fetchers
+            self.ready.set()
+            while not self._stop_requested.is_set():
+                now, wall = time.perf_counter(), time.time()
+                for message in messages:
+                    if not message.error():
+                        self._keep(json.loads(message.value()), now, wall)
+                messages = consumer.consume(1_000, timeout=0.05)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ready.set()
+            consumer.close()
+
+    def _keep(self, rec: dict[str, Any], now: float, wall: float) -> None:
+        trigger = rec["trigger"]
+        received = Received(
+            at=now,
+            wall=wall,
+            recommendation_id=rec["recommendation_id"],
+            model_version=rec["model_version"],
+            event_id=trigger["event_id"],
+            source=(trigger["topic"], trigger["partition"]),
+            offset=trigger["offset"],
+            generated_at=rec["generated_at"],
+        )
+        if received.model_version != OLD_VERSION and self.first_new_at is None:
+            self.first_new_at = now
+        self.received.append(received)
+
+    def count(self) -> int:
+        return len(self.received)
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self.join(10.0)
+
+
+def histogram_quantile(
+    q: float, start: tuple[tuple[float, float], ...], end: tuple[tuple[float, float], ...]
+) -> float | None:
+    """The ``q`` quantile of the observations between two reads of cumulative buckets, with
+    linear interpolation inside the bucket (Prometheus' ``histogram_quantile``)."""
+    bounds = [bound for bound, _ in end]
+    before = dict(start)
+    counts = [count - before.get(bound, 0.0) for bound, count in end]
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower  # the highest finite bound, as Prometheus answers
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+def _window(samples: list[LagSample], start: float, end: float) -> list[LagSample]:
+    """The reads in [start, end], plus the last one before ``start`` as the histogram base."""
+    inside = [s for s in samples if start <= s.at <= end]
+    before = [s for s in samples if s.at < start]
+    return ([before[-1]] if before else []) + inside
+
+
+def highest_bucket(
+    start: tuple[tuple[float, float], ...], end: tuple[tuple[float, float], ...]
+) -> float | None:
+    """The upper bound of the highest bucket that gained observations: no lag between the two
+    reads was longer (the largest finite bound stands for the +Inf bucket)."""
+    before = dict(start)
+    highest = None
+    lower = 0.0
+    previous = 0.0
+    for bound, count in end:
+        gained = count - before.get(bound, 0.0)
+        if gained > previous:
+            highest = bound if bound != float("inf") else lower
+        lower, previous = bound, gained
+    return highest
+
+
+def lag_figures(samples: list[LagSample], start: float, end: float) -> dict[str, Any]:
+    """Loop lag between ``start`` and ``end`` (parent's clock), in ms.
+
+    ``max``: the largest gauge value read, which may stem from up to 10 s before ``start``;
+    ``new_max``: the largest value the gauge rose to between two reads, so certainly a lag
+    inside the window (None when it never rose); ``bound``: no lag inside was longer;
+    ``p99``: from the bucket deltas.
+    """
+    window = _window(samples, start, end)
+    inside = [s for s in window if s.at >= start]
+    if not inside or len(window) < 2:
+        return {"max": None, "new_max": None, "bound": None, "p99": None, "reads": len(inside)}
+    first, last = window[0].buckets, window[-1].buckets
+    p99 = histogram_quantile(0.99, first, last)
+    bound = highest_bucket(first, last)
+    rises = [b.lag_max for a, b in pairwise(window) if b.lag_max > a.lag_max]
+    return {
+        "max": 1000.0 * max(s.lag_max for s in inside),
+        "new_max": 1000.0 * max(rises) if rises else None,
+        "bound": None if bound is None else 1000.0 * bound,
+        "p99": None if p99 is None else 1000.0 * p99,
+        "reads": len(inside),
+    }
+
+
+def check_versions(received: list[Received], acked_wall: float) -> tuple[bool, str]:
+    """Old version then only the new one within each source partition, in offset order; and
+    nothing of the new version generated before the update was acknowledged."""
+    by_partition: dict[tuple[str, int], list[Received]] = defaultdict(list)
+    for rec in {r.recommendation_id: r for r in received}.values():
+        by_partition[rec.source].append(rec)
+    for source, recs in sorted(by_partition.items()):
+        versions = [r.model_version for r in sorted(recs, key=lambda r: r.offset)]
+        switched = next((n for n, v in enumerate(versions) if v != OLD_VERSION), len(versions))
+        if any(v != NEW_VERSION for v in versions[switched:]):
+            after = ",".join(dict.fromkeys(versions[switched:]))
+            return False, f"{source[0]}:{source[1]}: versions after the switch: {after}"
+    early = [r for r in received if r.model_version != OLD_VERSION and r.generated_at < acked_wall]
+    if early:
+        return False, f"{len(early)} recommendations of {NEW_VERSION} before the update's ack"
+    return True, "ok"
+
+
+@dataclass
+class Timeline:
+    """The parent's clock readings of one run (perf_counter, and wall time of the ack)."""
+
+    update_sent: float = 0.0
+    update_acked: float = 0.0
+    update_acked_wall: float = 0.0
+    stream_started: float = 0.0
+    stream_started_wall: float = 0.0
+    first_new_rec: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _prepare_seconds(log_text: str) -> float | None:
+    found = re.findall(rf"model projected version={NEW_VERSION} .*seconds=([0-9.]+)", log_text)
+    return float(found[-1]) if found else None
+
+
+def figures(
+    plan: SwapPlan,
+    sent: list[str],
+    received: list[Received],
+    samples: list[LagSample],
+    first_new_at: float | None,
+    times: Timeline,
+    worker_log: str,
+) -> dict[str, Any]:
+    """The JSON of a run, the product issue's keys first."""
+    ids_per_event: dict[str, set[str]] = defaultdict(set)
+    copies: dict[str, int] = defaultdict(int)
+    for rec in received:
+        ids_per_event[rec.event_id].add(rec.recommendation_id)
+        copies[rec.recommendation_id] += 1
+    lost = sum(1 for event_id in sent if event_id not in ids_per_event)
+    duplicated = sum(count - 1 for count in copies.values())
+    unexpected = len(set(ids_per_event) - set(sent))
+    baseline = lag_figures(samples, times.stream_started, times.update_sent)
+    swap = lag_figures([], 0.0, 0.0)
+    to_first: float | None = None
+    to_first_generated: float | None = None
+    if first_new_at is not None:
+        swap = lag_figures(samples, times.update_sent, first_new_at + plan.settle_s)
+        to_first = 1000.0 * (first_new_at - times.update_acked)
+        generated = min(r.generated_at for r in received if r.model_version != OLD_VERSION)
+        to_first_generated = 1000.0 * (generated - times.update_acked_wall)
+    in_order, order_detail = check_versions(received, times.update_acked_wall)
+    by_version: dict[str, int] = defaultdict(int)
+    for rec in {r.recommendation_id: r for r in received}.values():
+        by_version[rec.model_version] += 1
+    elapsed = (times.update_acked - times.stream_started) if times.stream_started else None
+    delays = [r.wall - r.generated_at for r in received]
+    return {
+        "events": len(sent),
+        "lost": lost,
+        "duplicated": duplicated,
+        "stall_ms_max": swap["max"],
+        "stall_ms_p99": swap["p99"],
+        "swap_to_first_new_rec_ms": to_first,
+        "swap_to_first_new_rec_generated_ms": to_first_generated,
+        "baseline_stall_ms_max": baseline["max"],
+        "baseline_stall_ms_p99": baseline["p99"],
+        "stall_ms_new_max": swap["new_max"],
+        "stall_ms_bound": swap["bound"],
+        "baseline_stall_ms_new_max": baseline["new_max"],
+        "baseline_stall_ms_bound": baseline["bound"],
+        "stall_target_ms": STALL_TARGET_MS,
+        "reprocessed": sum(1 for ids in ids_per_event.values() if len(ids) > 1),
+        "unexpected_recs": unexpected,
+        "version_before": OLD_VERSION,
+        "version_after": NEW_VERSION if first_new_at is not None else None,
+        "recs_by_version": dict(sorted(by_version.items())),
+        "versions_in_order": in_order,
+        "versions_detail": order_detail,
+        "model_prepare_s": _prepare_seconds(worker_log),
+        "rec_delay_ms_p50": 1000.0 * float(np.median(delays)) if delays else None,
+        "rate_events_per_s": plan.rate,
+        "update_after_s": elapsed,
+        "catalog_items": max(plan.catalog_items, len(_sample_movies())),  # movies
+        "metrics_reads": {"baseline": baseline["reads"], "swap": swap["reads"]},
+        "notes": times.notes,
+    }
+
+
+def _sample_movies() -> list[str]:
+    return [i["item_id"] for i in sample_items() if i["domain"] == TARGET]
+
+
+def _say(message: str) -> None:
+    print(f"swap: {message}", flush=True)
+
+
+def measure(
+    settings: Settings,
+    plan: SwapPlan,
+    scratch: Path,
+    encoder: TextEncoder | None = None,
+    progress: Callable[[str], None] = _say,
+) -> dict[str, Any]:
+    """Run the swap under load on ``settings`` (topics created, routes and models store as in
+    :func:`settings_overrides`) and return the figures; raises if the worker cannot start."""
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        progress(f"[{time.perf_counter() - started:5.1f}s] {message}")
+
+    if encoder is None:
+        step("loading the encoder")
+        encoder = TextEncoder(max_length=settings.encoder.max_length, device="cpu")
+    step(f"catalog: sample items + movies padded to {plan.catalog_items:,}")
+    items = _catalog_items(plan.catalog_items)
+    vectors = fill_item_store(settings, encoder, items, plan.seed)
+    store = Path(settings.models.store)
+    store.mkdir(parents=True, exist_ok=True)
+    worker = WorkerProcess(settings, scratch / "worker.log", cwd=REPO)
+    step(f"starting the worker (log {worker.log_file}); training {NEW_VERSION} meanwhile")
+    # Neither is measured: publishing the catalog and training use the time the worker spends
+    # importing, loading its encoder and joining the group.
+    times = Timeline()
+    poller: MetricsPoller | None = None
+    collector: RecCollector | None = None
+    producer: PacedProducer | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap-train") as pool:
+            trained = pool.submit(publish_and_train, settings, items, space_text(vectors), store)
+            worker.start(timeout=plan.start_timeout_s)
+            update = model_update_for(trained.result())
+        poller = MetricsPoller(worker.metrics_port(), plan.poll_s)
+        poller.start()
+        collector = RecCollector(settings, [settings.topics.recs(TARGET)])
+        collector.start()
+        if not collector.ready.wait(30.0) or collector.error is not None:
+            raise RuntimeError(f"recommendation reader did not start: {collector.error}")
+        rec_reader = collector
+
+        def more() -> bool:
+            first = rec_reader.first_new_at
+            return first is None or time.perf_counter() < first + plan.settle_s
+
+        limit = plan.events + int(plan.rate * (60.0 + 2 * plan.settle_s))
+        producer = PacedProducer(
+            settings, events(settings, plan.users, plan.seed), plan.rate, plan.events, more, limit
+        )
+        step(f"streaming {plan.events:,} events at {plan.rate:,.0f}/s")
+        producer.start()
+        while producer.started_at is None and producer.is_alive():
+            time.sleep(0.01)
+        times.stream_started = producer.started_at or time.perf_counter()
+        times.stream_started_wall = time.time() - (time.perf_counter() - times.stream_started)
+        while producer.sent() < plan.events // 2 and producer.is_alive():
+            time.sleep(0.005)
+        step(f"announcing {NEW_VERSION} after {producer.sent():,} events")
+        times.update_sent = time.perf_counter()
+        publish_update(settings, update)
+        times.update_acked = time.perf_counter()
+        times.update_acked_wall = time.time()
+        log.info(
+            "model update acknowledged version=%s seconds=%.3f",
+            NEW_VERSION,
+            times.update_acked - times.update_sent,
+        )
+        producer.join()
+        if producer.error is not None:
+            raise RuntimeError(f"producing events failed: {producer.error}") from producer.error
+        if producer.failures:
+            times.notes.append(f"{len(producer.failures)} produce failures: {producer.failures[0]}")
+        if producer.sent() >= limit:
+            times.notes.append(f"no {NEW_VERSION} recommendation within the stream's limit")
+        sent = producer.event_ids
+        step(f"{len(sent):,} events produced; waiting for their recommendations")
+        deadline = time.monotonic() + 30.0 + len(sent) / 200.0
+        while collector.count() < len(sent) and time.monotonic() < deadline:
+            if not worker.alive():
+                times.notes.append(f"worker exited with code {worker.process.poll()}")
+                break
+            if collector.error is not None:
+                raise RuntimeError(f"reading recommendations failed: {collector.error}")
+            time.sleep(0.1)
+        first_new_at = times.first_new_rec = collector.first_new_at
+        if first_new_at is not None:
+            while time.perf_counter() < first_new_at + plan.settle_s + plan.poll_s:
+                time.sleep(0.05)
+        time.sleep(0.5)  # late duplicates, if any, have a chance to show
+        poller.poll()
+        step("stopping the worker")
+    finally:
+        for thread in (producer, collector, poller):
+            if thread is not None:
+                thread.stop()
+        worker.stop()
+    result = figures(
+        plan,
+        sent,
+        list(collector.received),
+        list(poller.samples),
+        first_new_at,
+        times,
+        worker.log_file.read_text(errors="replace"),
+    )
+    if poller.failures:
+        result["notes"].append(f"{poller.failures} failed /metrics reads")
+    write_samples(scratch / "lag_samples.json", poller.samples, times)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def write_samples(path: Path, samples: list[LagSample], times: Timeline) -> None:
+    """Every /metrics read, seconds from the stream's start, to look at a run afterwards."""
+    origin = times.stream_started
+    path.write_text(
+        json.dumps(
+            {
+                "stream_started_unix": times.stream_started_wall,
+                "update_sent_s": times.update_sent - origin,
+                "update_acked_s": times.update_acked - origin,
+                "first_new_rec_s": None
+                if times.first_new_rec is None
+                else times.first_new_rec - origin,
+                "reads": [
+                    {"s": round(s.at - origin, 3), "lag_max_ms": round(1000 * s.lag_max, 2)}
+                    for s in samples
+                ],
+            }
+        )
+        + "\n"
+    )
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """What makes a run wrong (not slow): lost or doubled events, no new version, disorder."""
+    found = []
+    if result["lost"]:
+        found.append(f"{result['lost']} events lost")
+    if result["duplicated"]:
+        found.append(f"{result['duplicated']} recommendations duplicated")
+    if result["version_after"] is None:
+        found.append(f"no recommendation of {NEW_VERSION} arrived")
+    if not result["versions_in_order"]:
+        found.append(f"versions out of order: {result['versions_detail']}")
+    return found
+
+
+def summary(result: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f} ms"
+
+    stall = result["stall_ms_max"]
+    verdict = "n/a" if stall is None else ("met" if stall <= STALL_TARGET_MS else "missed")
+    return (
+        f"events={result['events']} lost={result['lost']} duplicated={result['duplicated']} "
+        f"stall_max={ms(stall)} (new in window {ms(result['stall_ms_new_max'])}, "
+        f"bound {ms(result['stall_ms_bound'])}) stall_p99={ms(result['stall_ms_p99'])} "
+        f"steady: max {ms(result['baseline_stall_ms_max'])} "
+        f"p99 {ms(result['baseline_stall_ms_p99'])} "
+        f"swap_to_first_new_rec={ms(result['swap_to_first_new_rec_ms'])} "
+        f"versions={result['recs_by_version']} target<={STALL_TARGET_MS:.0f} ms: {verdict}"
+    )
+
+
+def run(ctx: Context) -> dict[str, Outcome]:
+    """The suite's rows, on the suite's broker."""
+    scratch = ctx.scratch("swap")
+    settings = ctx.settings("swap", **settings_overrides(scratch))
+    key = f"text_encoder_{settings.encoder.max_length}"
+    if key not in ctx.cache:
+        ctx.cache[key] = TextEncoder(max_length=settings.encoder.max_length, device="cpu")
+    plan = SwapPlan(
+        events=ctx.sizes.swap_events,
+        rate=ctx.sizes.swap_events_per_s,
+        start_timeout_s=ctx.sizes.start_timeout_s,
+    )
+    result = measure(settings, plan, scratch, ctx.cache[key], progress=lambda m: print(f"   {m}"))
+    (scratch / "swap.json").write_text(json.dumps(result, indent=2) + "\n")
+    wrong = problems(result)
+    if wrong:
+        error = "; ".join(wrong) + f" (see {scratch / 'swap.json'})"
+        return {spec.name: Outcome.failed(error) for spec in ROWS}
+    load = f"{result['events']:,} events at {plan.rate:,.0f}/s, 0 lost, 0 duplicated"
+    prepare = result["model_prepare_s"]
+
+    def lag(prefix: str) -> str:
+        figures = (
+            ("p99", result[f"{prefix}_p99"]),
+            ("new in window", result[f"{prefix}_new_max"]),
+            ("bucket bound", result[f"{prefix}_bound"]),
+        )
+        return ", ".join(f"{name} {value:.1f} ms" for name, value in figures if value is not None)
+
+    return {
+        STEADY_ROW: Outcome(
+            result["baseline_stall_ms_max"], detail=f"{lag('baseline_stall_ms')}; {load}"
+        ),
+        STALL_ROW: Outcome(
+            result["stall_ms_max"],
+            detail=f"{lag('stall_ms')}; target <= {STALL_TARGET_MS:.0f} ms",
+        ),
+        FIRST_REC_ROW: Outcome(
+            result["swap_to_first_new_rec_ms"],
+            detail=f"{result['swap_to_first_new_rec_generated_ms']:.0f} ms to its generated_at"
+            + (f"; model prepared in {prepare:.2f}s" if prepare is not None else ""),
+        ),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = SwapPlan()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.swap", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--events", type=int, default=defaults.events, help="events to stream")
+    parser.add_argument(
+        "--rate", type=float, default=defaults.rate, help="events per second (steady)"
+    )
+    parser.add_argument(
+        "--catalog-items",
+        type=int,
+        default=defaults.catalog_items,
+        help="movies in the catalog: the sample ones padded with synthetic items",
+    )
+    parser.add_argument("--users", type=int, default=defaults.users, help="distinct users")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    parser.add_argument(
+        "--bootstrap-servers", help="use this broker instead of starting a local one"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
+    parser.add_argument("--log-level", default="warning", help="log level of this process")
+    return parser
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM would end Python without running finally blocks, leaving the broker and the
+    # worker (each in its own session) running: turn it into Ctrl-C.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.swap``; 0 when the run was correct, 1 when events were lost or doubled
+    or the new version never served, 130 when interrupted."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    plan = SwapPlan(
+        events=args.events, rate=args.rate, catalog_items=args.catalog_items, users=args.users
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="xdrec-bench-swap-"))
+    broker_dir = workdir / "broker"
+    result: dict[str, Any] | None = None
+    try:
+        bootstrap = args.bootstrap_servers
+        if bootstrap is None:
+            _say("starting a local broker")
+            bootstrap = start_broker(broker_dir).bootstrap_servers
+        app_id = f"bench-swap-{uuid.uuid4().hex[:6]}"
+        values = {
+            "app_id": app_id,
+            "kafka": {"bootstrap_servers": bootstrap},
+            "topics": {"prefix": f"{app_id}.", "partitions": args.partitions},
+        }
+        settings = Settings(**merge_sections(values, settings_overrides(workdir)))
+        create_topics(settings)
+        result = measure(settings, plan, workdir)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    finally:
+        if args.bootstrap_servers is None:
+            stop_broker(broker_dir)  # a no-op when none was started
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        wrong = [] if result is None else problems(result)
+        if args.keep or result is None or wrong:
+            print(f"scratch folder with logs kept: {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(summary(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        _say(f"wrote {args.json}")
+    for problem in problems(result):
+        print(f"swap: WRONG: {problem}", file=sys.stderr)
+    return 1 if problems(result) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
