@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 # The zero-shot model every worker starts with; it has no artifact.
@@ -22,6 +29,13 @@ Identifier = Annotated[
 ]
 DomainName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 EventType = Literal["view", "click", "add_to_cart", "purchase", "review", "rating"]
+
+
+# Strict: JSON ``true``, ``1.0`` and ``1e0`` are not version 1.
+SchemaVersion = Annotated[
+    StrictInt,
+    Field(ge=SCHEMA_VERSION, le=SCHEMA_VERSION, json_schema_extra={"const": SCHEMA_VERSION}),
+]
 
 
 class Contract(BaseModel):
@@ -38,7 +52,7 @@ class Contract(BaseModel):
 class UserEvent(Contract):
     """One user interaction in one domain, published to ``events.<domain>`` keyed by user_id."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     event_id: Identifier = Field(description="Producer-assigned id, unique per event.")
     user_id: Identifier
     domain: DomainName
@@ -53,17 +67,29 @@ class UserEvent(Contract):
 class CatalogItem(Contract):
     """An item's text, published to the compacted ``catalog.<domain>`` keyed by item_id."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     item_id: Identifier
     domain: DomainName
     title: str = Field(max_length=4096)
     text: str = Field(default="", max_length=65_536)
 
 
+class Contribution(Contract):
+    """One of the user's interactions and the share of a recommended item's score it explains."""
+
+    item_id: Identifier
+    domain: DomainName
+    share: float = Field(description="Share of the item's score due to this interaction.")
+
+
 class RecommendedItem(Contract):
     item_id: Identifier
     score: float
     rank: int = Field(ge=1)
+    because: list[Contribution] = Field(
+        default_factory=list,
+        description="The interactions that contributed most to this item's score, largest first.",
+    )
 
 
 class Trigger(Contract):
@@ -84,7 +110,7 @@ class Recommendation(Contract):
     version: a redelivered event yields the same id, so consumers drop repeats by it.
     """
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     recommendation_id: str
     user_id: Identifier
     target_domain: DomainName
@@ -114,21 +140,25 @@ DeadLetterReason = Literal[
 class DeadLetter(Contract):
     """A refused input, with where it came from and its original bytes (base64)."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     reason: DeadLetterReason
     detail: str
     topic: str
     partition: int
     offset: int
     key: str | None = Field(description="Original key, base64, or null.")
-    original: str = Field(description="Original value bytes, base64.")
+    original: str = Field(
+        description="Original value bytes, base64; the first max_event_bytes of an oversized one."
+    )
+    original_bytes: int = Field(default=0, ge=0, description="Size of the original value.")
+    truncated: bool = Field(default=False, description="True when original holds a prefix.")
     failed_at: float
 
 
 class TrainingRequest(Contract):
     """Asks the trainer for a new model; the trainer coalesces duplicates."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     request_id: str
     reason: Literal["schedule", "event_count", "quality_drop", "manual"]
     requested_by: str
@@ -140,7 +170,7 @@ class TrainingRequest(Contract):
 class ModelUpdate(Contract):
     """Announces a promoted model artifact on the compacted ``models.updates`` topic."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     version: str
     parent_version: str | None
     artifact_uri: str | None = Field(

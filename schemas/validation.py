@@ -40,7 +40,8 @@ def _summarize(error: ValidationError) -> str:
     """First few errors as ``field: message``; input values are left out on purpose."""
     parts = []
     for item in error.errors(include_input=False, include_url=False)[:3]:
-        location = ".".join(str(part) for part in item["loc"]) or "<root>"
+        # Field names come from the input too: cut them so no payload rides along.
+        location = ".".join(str(part)[:64] for part in item["loc"]) or "<root>"
         parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
 

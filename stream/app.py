@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def _broker_credentials(settings: Settings) -> Any:
+    """faust's view of the Kafka security settings: SASL (with TLS when the protocol says so),
+    TLS alone, or nothing for PLAINTEXT."""
     kafka = settings.kafka
-    if not kafka.sasl_mechanism:
-        return None
-    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
     ssl_context = None
     if kafka.security_protocol.upper().endswith("SSL"):
         import ssl
 
         ssl_context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
+    if not kafka.sasl_mechanism:
+        return faust.SSLCredentials(ssl_context) if ssl_context is not None else None
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
     return faust.SASLCredentials(
         username=kafka.sasl_username or "",
         password=password,
@@ -116,7 +119,18 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
                 )
                 for event in batch
             ]
-            await loop.run_in_executor(executor, runtime.handle_batch, records)
+            try:
+                await loop.run_in_executor(executor, runtime.handle_batch, records)
+            except Exception:
+                # Restarting the agent in-process would reopen the stores it still holds. Exit
+                # instead: the batch was not acknowledged, so it is redelivered after restart
+                # and the per-partition offsets in each user's state skip what was applied.
+                log.critical(
+                    "batch failed; exiting so that it is redelivered after a restart",
+                    exc_info=True,
+                )
+                logging.shutdown()
+                os._exit(70)
 
     @app.task
     async def loop_lag() -> None:

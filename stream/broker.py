@@ -9,6 +9,9 @@ cache folder and run with the local ``java``. Everything a broker needs lives in
 * ``broker.json`` — the running broker (:class:`BrokerInfo`), so that ``status`` and ``stop``
   from another process find it.
 
+Besides the open ``PLAINTEXT`` listener, ``start_broker(..., scram_users=...)`` opens a second,
+authenticated ``SASL_PLAINTEXT`` listener (SCRAM-SHA-256) for tests of credentials handling.
+
 The broker runs in its own session, so Ctrl-C in the shell that started it reaches only the caller;
 it keeps running until :func:`stop_broker`.
 """
@@ -32,7 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,11 @@ LOG_FILE = "broker.log"
 PROPERTIES_FILE = "server.properties"
 LOG_DIRS = "kraft-logs"
 _LOCK_FILE = ".broker.lock"
+
+# The optional authenticated listener: its name in server.properties and its one mechanism.
+SASL_LISTENER = "SASL"
+SCRAM_MECHANISM = "SCRAM-SHA-256"
+_SCRAM_ITERATIONS = 4096  # the minimum Kafka accepts for SCRAM-SHA-256
 
 _REPO_POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
 # A modest heap: the broker idles at ~400 MB RSS with this; KAFKA_HEAP_OPTS overrides it, as it
@@ -79,6 +92,18 @@ class BrokerInfo:
     pid: int
     data_dir: Path
     log_file: Path
+    # The SCRAM-authenticated SASL_PLAINTEXT listener, when the broker was started with one.
+    sasl_bootstrap_servers: str | None = None
+
+
+def scram_client_config(username: str, password: str) -> dict[str, str]:
+    """librdkafka settings for the SCRAM listener (add ``bootstrap.servers``)."""
+    return {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": SCRAM_MECHANISM,
+        "sasl.username": username,
+        "sasl.password": password,
+    }
 
 
 def default_cache_dir() -> Path:
@@ -291,7 +316,8 @@ def _info_path(data_dir: Path) -> Path:
 
 def _write_info(info: BrokerInfo, **extra: object) -> None:
     payload: dict[str, object] = {
-        key: value if isinstance(value, int) else str(value) for key, value in asdict(info).items()
+        key: value if value is None or isinstance(value, int) else str(value)
+        for key, value in asdict(info).items()
     }
     payload.update(extra)
     path = _info_path(info.data_dir)
@@ -309,6 +335,9 @@ def _read_info(data_dir: Path) -> BrokerInfo | None:
             pid=int(raw["pid"]),
             data_dir=Path(raw["data_dir"]),
             log_file=Path(raw["log_file"]),
+            sasl_bootstrap_servers=(
+                str(raw["sasl_bootstrap_servers"]) if raw.get("sasl_bootstrap_servers") else None
+            ),
         )
     except FileNotFoundError:
         return None
@@ -326,11 +355,14 @@ def server_properties(
     port: int,
     controller_port: int,
     extra_properties: Mapping[str, str] | None = None,
+    sasl_port: int | None = None,
 ) -> dict[str, str]:
     """The broker's configuration: one combined broker+controller node on loopback.
 
-    Values in ``extra_properties`` win and may use the placeholders ``{port}``,
-    ``{controller_port}`` and ``{data_dir}``, so callers can add listeners (SASL, TLS) on the ports
+    ``sasl_port`` adds a ``SASL_PLAINTEXT`` listener that accepts only SCRAM-SHA-256 logins; the
+    ``PLAINTEXT`` listener stays open (it also carries inter-broker traffic). Values in
+    ``extra_properties`` win and may use the placeholders ``{port}``, ``{controller_port}``,
+    ``{sasl_port}`` and ``{data_dir}``, so callers can add listeners (SASL, TLS) on the ports
     chosen here. A static voter (``controller.quorum.voters``) keeps restarts on other ports
     working; setting ``controller.quorum.bootstrap.servers`` switches to a dynamic quorum.
     """
@@ -355,11 +387,23 @@ def server_properties(
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "false",
     }
+    if sasl_port is not None:
+        sasl = f"{SASL_LISTENER}://{HOST}:{sasl_port}"
+        props["listeners"] += f",{sasl}"
+        props["advertised.listeners"] += f",{sasl}"
+        props["listener.security.protocol.map"] += f",{SASL_LISTENER}:SASL_PLAINTEXT"
+        props["sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+        prefix = f"listener.name.{SASL_LISTENER.lower()}.{SCRAM_MECHANISM.lower()}"
+        props[f"{prefix}.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
     substitutions = {
         "{port}": str(port),
         "{controller_port}": str(controller_port),
         "{data_dir}": str(data_dir),
     }
+    if sasl_port is not None:
+        substitutions["{sasl_port}"] = str(sasl_port)
     extra = extra_properties or {}
     for key, value in extra.items():
         text = str(value)
@@ -439,9 +483,12 @@ def _wait_ready(
     deadline: float,
     timeout: float,
     client_config: Mapping[str, str] | None,
+    bootstrap_servers: str | None = None,
 ) -> None:
-    """Block until the broker serves metadata; fail fast if its process dies."""
-    host, _, port = info.bootstrap_servers.rpartition(":")
+    """Block until the broker serves metadata on ``bootstrap_servers`` (its main listener by
+    default); fail fast if its process dies."""
+    bootstrap = bootstrap_servers or info.bootstrap_servers
+    host, _, port = bootstrap.rpartition(":")
     admin: AdminClient | None = None
     while True:
         if not _pid_alive(info.pid):
@@ -454,7 +501,7 @@ def _wait_ready(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise RuntimeError(
-                f"kafka broker did not answer at {info.bootstrap_servers} within {timeout:.0f}s "
+                f"kafka broker did not answer at {bootstrap} within {timeout:.0f}s "
                 f"(pid {info.pid}); see {info.log_file}. A slow machine may need a longer "
                 "timeout; a secured listener needs client_config with its credentials."
                 f"{_hint(info.log_file)}\n{_log_tail(info.log_file)}"
@@ -463,7 +510,7 @@ def _wait_ready(
             if admin is None:
                 admin = AdminClient(
                     {
-                        "bootstrap.servers": info.bootstrap_servers,
+                        "bootstrap.servers": bootstrap,
                         **(client_config or {}),
                         "logger": logging.getLogger(f"{__name__}.probe"),
                     }
@@ -477,6 +524,54 @@ def _wait_ready(
         time.sleep(0.25)
 
 
+def _add_scram_users(
+    info: BrokerInfo,
+    users: Mapping[str, str],
+    deadline: float,
+    timeout: float,
+    client_config: Mapping[str, str] | None,
+) -> None:
+    """Create or update the SCRAM users (through the open listener), then wait until the SASL
+    listener accepts the first of them. Passwords are never logged, only user names."""
+    assert info.sasl_bootstrap_servers is not None
+    admin = AdminClient(
+        {
+            "bootstrap.servers": info.bootstrap_servers,
+            **(client_config or {}),
+            "logger": logging.getLogger(f"{__name__}.probe"),
+        }
+    )
+    upserts = [
+        UserScramCredentialUpsertion(
+            name,
+            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, _SCRAM_ITERATIONS),
+            password.encode("utf-8"),
+        )
+        for name, password in users.items()
+    ]
+    for name, future in admin.alter_user_scram_credentials(upserts).items():
+        try:
+            future.result(timeout=max(1.0, deadline - time.monotonic()))
+        except Exception as exc:
+            raise RuntimeError(
+                f"could not create SCRAM user {name!r} on {info.bootstrap_servers}: {exc}"
+            ) from exc
+    log.info(
+        "scram users ready users=%s mechanism=%s listener=%s",
+        ",".join(sorted(users)),
+        SCRAM_MECHANISM,
+        info.sasl_bootstrap_servers,
+    )
+    name, password = next(iter(users.items()))
+    _wait_ready(
+        info,
+        deadline,
+        timeout,
+        scram_client_config(name, password),
+        bootstrap_servers=info.sasl_bootstrap_servers,
+    )
+
+
 # --- public API ------------------------------------------------------------------------------
 
 
@@ -488,6 +583,7 @@ def start_broker(
     timeout: float = 60.0,
     extra_properties: dict[str, str] | None = None,
     client_config: dict[str, str] | None = None,
+    scram_users: Mapping[str, str] | None = None,
 ) -> BrokerInfo:
     """Start this data folder's broker, or return it if it already runs and answers.
 
@@ -495,6 +591,11 @@ def start_broker(
     ``server.properties`` (see :func:`server_properties`); ``client_config`` holds the librdkafka
     settings the readiness probe needs when those properties secure the listener. ``timeout`` is
     how long to wait for the broker to answer; the one-time download does not count against it.
+
+    ``scram_users`` (name → password) also opens a ``SASL_PLAINTEXT`` listener on another free
+    port that accepts only these SCRAM-SHA-256 users (``BrokerInfo.sasl_bootstrap_servers``;
+    clients use :func:`scram_client_config`). The users are stored in the cluster metadata, so a
+    restart keeps them; passwords stay out of logs, files and command lines.
     """
     data_dir = Path(data_dir).expanduser().resolve()
     started = time.monotonic()
@@ -509,6 +610,13 @@ def start_broker(
                     f"(pid {existing.pid}), not on port {port}: stop it first or pass port=None"
                 )
             _wait_ready(existing, deadline, timeout, client_config)
+            if scram_users:
+                if existing.sasl_bootstrap_servers is None:
+                    raise RuntimeError(
+                        f"the broker for {data_dir} runs without a SASL listener (pid "
+                        f"{existing.pid}): stop it first to restart it with scram_users"
+                    )
+                _add_scram_users(existing, scram_users, deadline, timeout, client_config)
             log.info(
                 "broker already running bootstrap=%s pid=%s",
                 existing.bootstrap_servers,
@@ -531,7 +639,12 @@ def start_broker(
                 f"port {port} on {HOST} is in use: pick another port or pass port=None"
             )
         controller_port = _free_port(exclude=port)
-        props = server_properties(data_dir, port, controller_port, extra_properties)
+        sasl_port = None
+        if scram_users:
+            sasl_port = _free_port(exclude=port)
+            while sasl_port == controller_port:
+                sasl_port = _free_port(exclude=port)
+        props = server_properties(data_dir, port, controller_port, extra_properties, sasl_port)
         props_file = data_dir / PROPERTIES_FILE
         props_file.write_text(_render_properties(props))
 
@@ -558,6 +671,7 @@ def start_broker(
             pid=proc.pid,
             data_dir=data_dir,
             log_file=log_file,
+            sasl_bootstrap_servers=f"{HOST}:{sasl_port}" if sasl_port is not None else None,
         )
         _write_info(
             info,
@@ -573,13 +687,16 @@ def start_broker(
         )
         try:
             _wait_ready(info, deadline, timeout, client_config)
+            if scram_users:
+                _add_scram_users(info, scram_users, deadline, timeout, client_config)
         except BaseException:
             _terminate(proc.pid, timeout=10)
             _info_path(data_dir).unlink(missing_ok=True)
             raise
     log.info(
-        "broker started bootstrap=%s pid=%s seconds=%.1f log=%s",
+        "broker started bootstrap=%s sasl_bootstrap=%s pid=%s seconds=%.1f log=%s",
         info.bootstrap_servers,
+        info.sasl_bootstrap_servers,
         info.pid,
         time.monotonic() - started,
         log_file,

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--max-messages", type=int)
     consume.add_argument("--idle-timeout", type=float, help="stop after this many quiet seconds")
     consume.add_argument("--json", action="store_true", help="raw JSON lines")
+    consume.add_argument(
+        "--explain", action="store_true", help="titles, and why each item was recommended"
+    )
 
     demo = commands.add_parser("demo", help="broker + worker + sample replay, recs printed")
     demo.add_argument("--workdir", type=Path, default=Path(".xdrec/demo"))
@@ -225,9 +228,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "consume":
-        from stream.consume import follow, format_recommendation, resolve_topic
+        from stream.consume import (
+            catalog_titles,
+            follow,
+            format_explanation,
+            format_recommendation,
+            resolve_topic,
+        )
 
         topic = resolve_topic(settings, args.topic)
+        titles = catalog_titles(settings) if args.explain else {}
         for count, message in enumerate(
             follow(
                 settings, topic, from_beginning=args.from_beginning, idle_timeout=args.idle_timeout
@@ -236,6 +246,8 @@ def _run(args: argparse.Namespace) -> int:
         ):
             if args.json or "items" not in message:
                 print(json.dumps(message), flush=True)
+            elif args.explain:
+                print("\n".join(format_explanation(message, titles)), flush=True)
             else:
                 print(format_recommendation(message), flush=True)
             if args.max_messages and count >= args.max_messages:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from confluent_kafka import KafkaException
 
 from stream.settings import Settings
+from stream.snapshot import read_ranges, topic_ranges
 from stream.transport import make_admin, make_consumer, unreachable_hint
 
 
@@ -63,11 +64,36 @@ def follow(
         consumer.close()
 
 
-def format_recommendation(rec: dict, titles: dict[str, str] | None = None, top: int = 5) -> str:
+def catalog_titles(settings: Settings) -> dict[tuple[str, str], str]:
+    """(domain, item_id) -> title, from the catalog topics as they are now."""
+    consumer = make_consumer(settings)
+    titles: dict[tuple[str, str], str] = {}
+    try:
+        ranges = [
+            r
+            for domain in settings.domains
+            for r in topic_ranges(consumer, settings.topics.catalog(domain), None)
+        ]
+        for message in read_ranges(consumer, ranges, "reading titles", progress=False):
+            try:
+                item = json.loads(message.value() or b"null")
+                titles[(str(item["domain"]), str(item["item_id"]))] = str(item["title"])
+            except (TypeError, ValueError, KeyError):
+                continue  # tombstones and refused items have no title
+    finally:
+        consumer.close()
+    return titles
+
+
+def format_recommendation(
+    rec: dict, titles: dict[tuple[str, str], str] | None = None, top: int = 5
+) -> str:
     """One line a person can read: who, which domain, which model, the top items."""
     titles = titles or {}
+    target = rec.get("target_domain", "")
     items = ", ".join(
-        f"{item['rank']}. {titles.get(item['item_id'], item['item_id'])} ({item['score']:.2f})"
+        f"{item['rank']}. {titles.get((target, item['item_id']), item['item_id'])} "
+        f"({item['score']:.2f})"
         for item in rec.get("items", [])[:top]
     )
     trigger = rec.get("trigger", {})
@@ -75,3 +101,22 @@ def format_recommendation(rec: dict, titles: dict[str, str] | None = None, top: 
         f"{rec.get('user_id')} -> {rec.get('target_domain')} [{rec.get('model_version')}] "
         f"after {trigger.get('domain')} event: {items}"
     )
+
+
+def format_explanation(rec: dict, titles: dict[tuple[str, str], str], top: int = 5) -> list[str]:
+    """ "recommended X because you interacted with A (food), B (food)", one line per item."""
+    target = rec.get("target_domain", "")
+    lines = [format_recommendation(rec, titles, top)]
+    for item in rec.get("items", [])[:top]:
+        title = titles.get((target, item["item_id"]), item["item_id"])
+        reasons = ", ".join(
+            f"{titles.get((c['domain'], c['item_id']), c['item_id'])} ({c['domain']}, "
+            f"{c['share']:.0%})"
+            for c in item.get("because", [])
+        )
+        lines.append(
+            f"  recommended {title} because you interacted with {reasons}"
+            if reasons
+            else f"  recommended {title} (no explanation recorded)"
+        )
+    return lines

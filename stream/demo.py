@@ -41,7 +41,7 @@ def run_demo(
         )
         create_topics(settings)
         dataset = Dataset(write_sample_dataset(workdir / "sample"))
-        titles = {item["item_id"]: item["title"] for item in sample_items()}
+        titles = {(item["domain"], item["item_id"]): item["title"] for item in sample_items()}
         # The catalog goes first, as in production: the worker encodes it once at start.
         catalog = replay_dataset(settings, dataset, include_events=False, progress=False)
         print(f"catalog {catalog.items} items published", flush=True)
@@ -106,7 +106,7 @@ def run_demo(
 def _print_recommendations(
     settings: Settings,
     targets: list[str],
-    titles: dict[str, str],
+    titles: dict[tuple[str, str], str],
     received: list[dict],
     arrivals: list[float],
     stop: threading.Event,

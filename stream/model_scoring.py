@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from stream.catalog import ItemCatalog
+from stream.explain import PositionExplainer
 from stream.scoring import DomainIndex
-from stream.state import UserState
+from stream.state import Interaction, UserState
 from training.artifacts import LoadedModel
-from training.projection import history_rows, project_items
+from training.projection import project_items
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,9 @@ class ModelScorer:
         )
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
-        wanted = set(sources) | {target}
-        rows = history_rows(
-            self.space,
-            [(i.domain, i.item_id) for i in state.recent if i.domain in wanted],
-            self.model.config.max_history,
-        )
+        rows = [
+            self.space.index[(i.domain, i.item_id)] for i in self._history(state, target, sources)
+        ]
         if not rows:
             return None
         history = torch.as_tensor([rows])
@@ -75,3 +73,25 @@ class ModelScorer:
 
     def index(self, target: str) -> DomainIndex:
         return self.indexes[target]
+
+    def _history(self, state: UserState, target: str, sources: list[str]) -> list[Interaction]:
+        """The user's recent items the model knows, in the domains that feed ``target``."""
+        wanted = set(sources) | {target}
+        known = [
+            i
+            for i in state.recent
+            if i.domain in wanted and (i.domain, i.item_id) in self.space.index
+        ]
+        return known[-self.model.config.max_history :]
+
+    def explainer(
+        self, state: UserState, target: str, sources: list[str]
+    ) -> PositionExplainer | None:
+        history = self._history(state, target, sources)
+        if not history:
+            return None
+        return PositionExplainer(
+            self.model,
+            [self.space.index[(i.domain, i.item_id)] for i in history],
+            [(i.domain, i.item_id) for i in history],
+        )

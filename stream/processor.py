@@ -21,6 +21,7 @@ import numpy as np
 from schemas import (
     SCHEMA_VERSION,
     ZERO_SHOT_VERSION,
+    Contribution,
     DeadLetter,
     EventLimits,
     EventValidator,
@@ -32,9 +33,12 @@ from schemas import (
 )
 from stream.catalog import text_digest
 from stream.encoder import item_text
+from stream.explain import Explainer, zero_shot_explainer
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
+
+MAX_KEY_BYTES = 1_024  # of a refused record's key kept in its dead letter
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class Scorer(Protocol):
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None: ...
     def index(self, target: str) -> DomainIndex: ...
+    def explainer(self, state: UserState, target: str, sources: list[str]) -> Explainer | None: ...
 
 
 class ZeroShotScorer:
@@ -96,6 +101,9 @@ class ZeroShotScorer:
     def index(self, target: str) -> DomainIndex:
         return self.items.index(target)
 
+    def explainer(self, state: UserState, target: str, sources: list[str]) -> Explainer | None:
+        return zero_shot_explainer(state, target, sources, self.items, self.settings)
+
 
 @dataclass
 class BatchOutput:
@@ -120,10 +128,17 @@ class _PendingRecommendation:
     query: np.ndarray
     exclude: frozenset[str]
     trigger: Trigger
+    explainer: Explainer | None = None
 
 
-def dead_letter(record: SourceRecord, rejection: Rejection, failed_at: float) -> DeadLetter:
-    """Wrap a refused record with its origin and original bytes."""
+def dead_letter(
+    record: SourceRecord, rejection: Rejection, failed_at: float, keep_bytes: int = 65_536
+) -> DeadLetter:
+    """Wrap a refused record with its origin and original bytes. An oversized value keeps only
+    its first ``keep_bytes``: base64 of the whole could exceed what the broker accepts, and a
+    dead letter that cannot be written would stop the worker."""
+    value = record.value or b""
+    kept = value[:keep_bytes]
     return DeadLetter(
         schema_version=SCHEMA_VERSION,
         reason=rejection.reason,
@@ -131,8 +146,12 @@ def dead_letter(record: SourceRecord, rejection: Rejection, failed_at: float) ->
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=base64.b64encode(record.key).decode("ascii") if record.key is not None else None,
-        original=base64.b64encode(record.value or b"").decode("ascii"),
+        key=base64.b64encode(record.key[:MAX_KEY_BYTES]).decode("ascii")
+        if record.key is not None
+        else None,
+        original=base64.b64encode(kept).decode("ascii"),
+        original_bytes=len(value),
+        truncated=len(kept) < len(value),
         failed_at=failed_at,
     )
 
@@ -203,7 +222,9 @@ class BatchProcessor:
         for record in records:
             result = self._validate(record)
             if isinstance(result, Rejection):
-                output.dead_letters.append(dead_letter(record, result, now))
+                output.dead_letters.append(
+                    dead_letter(record, result, now, self.settings.limits.max_event_bytes)
+                )
             else:
                 accepted.append((record, result))
 
@@ -367,6 +388,7 @@ class BatchProcessor:
                     query=query,
                     exclude=frozenset(state.seen.get(target, ())),
                     # Built from validated fields: construct without validating again.
+                    explainer=scorer.explainer(state, target, sources) if config.explain else None,
                     trigger=Trigger.model_construct(
                         event_id=event.event_id,
                         domain=event.domain,
@@ -389,11 +411,17 @@ class BatchProcessor:
             by_target[request.target].append(position)
         ranked: dict[int, list[tuple[str, float]]] = {}
         k = self.settings.recommendations.top_k
+        top = self.settings.recommendations.explain_top
+        because: dict[int, list[list[Contribution]]] = {}
         for target, positions in by_target.items():
             index = scorer.index(target)
             queries = np.stack([pending[p].query for p in positions])
             results = top_k(index, queries, [pending[p].exclude for p in positions], k)
             ranked.update(zip(positions, results, strict=True))
+            for position, items in zip(positions, results, strict=True):
+                explainer = pending[position].explainer
+                if explainer is not None and items:
+                    because[position] = explainer.explain(index, items, top)
         recommendations = []
         for position, request in enumerate(pending):
             items = ranked[position]
@@ -413,7 +441,12 @@ class BatchProcessor:
                     user_id=request.user_id,
                     target_domain=request.target,
                     items=[
-                        RecommendedItem.model_construct(item_id=item_id, score=score, rank=rank)
+                        RecommendedItem.model_construct(
+                            item_id=item_id,
+                            score=score,
+                            rank=rank,
+                            because=because[position][rank - 1] if position in because else [],
+                        )
                         for rank, (item_id, score) in enumerate(items, start=1)
                     ],
                     model_version=scorer.version,

@@ -40,6 +40,8 @@ from stream.transport import OutgoingMessage, make_consumer, make_producer, prod
 
 log = logging.getLogger(__name__)
 
+CATALOG_REFRESH_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class BatchStats:
@@ -101,6 +103,7 @@ class WorkerRuntime:
         self._scorer_lock = threading.Lock()
         self.metrics_port: int | None = None
         self.started = threading.Event()
+        self._last_catalog_refresh = float("-inf")
 
     def start(self) -> None:
         """Load the encoder, open the stores and catch the catalog up (may take a while)."""
@@ -170,6 +173,15 @@ class WorkerRuntime:
             self.metrics.recommendations.labels(target, scorer.version)
         log.info("model swapped from=%s to=%s", previous, scorer.version)
 
+    def _refresh_catalog(self) -> None:
+        """Catch the catalog up for a batch with unknown items, at most once per second: a
+        stream of events for unknown items must not turn every batch into a catalog read."""
+        assert self.reader is not None
+        now = time.monotonic()
+        if now - self._last_catalog_refresh >= CATALOG_REFRESH_SECONDS:
+            self._last_catalog_refresh = now
+            self.reader.catch_up()
+
     def publish_dead_letters(self, letters: list[DeadLetter]) -> None:
         produce_all(self.producer, dead_letter_messages(self.settings, letters))
 
@@ -197,7 +209,7 @@ class WorkerRuntime:
         self._swap_if_pending()
         started = time.perf_counter()
         self._ensure_restored({record.partition for record in records})
-        output = self.processor.process(records, self.store.get, self.reader.catch_up)
+        output = self.processor.process(records, self.store.get, self._refresh_catalog)
         states = {
             user_id: (partition, state.to_bytes())
             for user_id, (partition, state) in output.states.items()

@@ -127,6 +127,10 @@ class RecommendationSettings(BaseModel):
     # How much a domain's interest counts towards the target query, besides the target itself.
     source_weight: float = 1.0
     target_weight: float = 1.0
+    # Name, for every recommended item, the interactions that contributed most to its score.
+    explain: bool = True
+    explain_top: int = Field(default=3, ge=1, le=20)
+    explain_history: int = Field(default=20, ge=1, le=1_000)
 
 
 class LimitSettings(BaseModel):

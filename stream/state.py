@@ -44,6 +44,7 @@ class Interaction:
     item_id: str
     domain: str
     event_type: str
+    weight: float = 1.0  # how strongly it moved the interest (event type and rating)
 
 
 @dataclass(slots=True)
@@ -80,7 +81,8 @@ class UserState:
                 for domain, interest in self.interests.items()
             },
             "recent": [
-                [i.timestamp, i.event_id, i.item_id, i.domain, i.event_type] for i in self.recent
+                [i.timestamp, i.event_id, i.item_id, i.domain, i.event_type, i.weight]
+                for i in self.recent
             ],
             "seen": self.seen,
             "offsets": self.offsets,
@@ -147,9 +149,8 @@ def apply_event(
     if last_offset is not None and event.offset <= last_offset:
         return False
     half_life = settings.half_life_days * SECONDS_PER_DAY
-    contribution = embedding.astype(np.float32, copy=False) * np.float32(
-        event_weight(event.event_type, event.rating, settings)
-    )
+    weight = event_weight(event.event_type, event.rating, settings)
+    contribution = embedding.astype(np.float32, copy=False) * np.float32(weight)
     interest = state.interests.get(event.domain)
     if interest is None:
         state.interests[event.domain] = DomainInterest(
@@ -165,7 +166,7 @@ def apply_event(
         interest.events += 1
 
     interaction = Interaction(
-        event.timestamp, event.event_id, event.item_id, event.domain, event.event_type
+        event.timestamp, event.event_id, event.item_id, event.domain, event.event_type, weight
     )
     bisect.insort(state.recent, interaction)
     del state.recent[: max(0, len(state.recent) - settings.max_recent)]
@@ -186,6 +187,31 @@ def state_time(state: UserState) -> float:
     return max((interest.updated_at for interest in state.interests.values()), default=0.0)
 
 
+def interest_sum(
+    state: UserState,
+    target: str,
+    sources: list[str],
+    when: float,
+    settings: InterestSettings,
+    source_weight: float = 1.0,
+    target_weight: float = 1.0,
+) -> np.ndarray | None:
+    """The weighted sum of the decayed interests that feed ``target``, before normalization
+    (None when the user has none); explanations decompose exactly this sum."""
+    half_life = settings.half_life_days * SECONDS_PER_DAY
+    total: np.ndarray | None = None
+    for domain in sorted(state.interests):
+        if domain == target:
+            weight = target_weight
+        elif domain in sources:
+            weight = source_weight
+        else:
+            continue
+        part = state.interests[domain].decayed_to(when, half_life) * np.float32(weight)
+        total = part if total is None else total + part
+    return total
+
+
 def interest_query(
     state: UserState,
     target: str,
@@ -199,17 +225,7 @@ def interest_query(
 
     Returns None when the user has no interest in any of the domains that feed the target.
     """
-    half_life = settings.half_life_days * SECONDS_PER_DAY
-    query: np.ndarray | None = None
-    for domain in sorted(state.interests):
-        if domain == target:
-            weight = target_weight
-        elif domain in sources:
-            weight = source_weight
-        else:
-            continue
-        part = state.interests[domain].decayed_to(when, half_life) * np.float32(weight)
-        query = part if query is None else query + part
+    query = interest_sum(state, target, sources, when, settings, source_weight, target_weight)
     if query is None:
         return None
     norm = float(np.sqrt(np.dot(query, query)))

@@ -15,15 +15,12 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, TopicPartition
-from tqdm import tqdm
-
 from schemas import CatalogItem, EventValidator, Rejection, UserEvent
 from stream.settings import Settings
+from stream.snapshot import read_ranges, topic_ranges
 from stream.transport import make_consumer
 
 log = logging.getLogger(__name__)
@@ -65,56 +62,6 @@ class WindowStats:
         return asdict(self)
 
 
-def _partition_ranges(
-    consumer: Consumer, topic: str, start_ms: int | None
-) -> list[tuple[TopicPartition, int]]:
-    """(first offset to read, end offset) for every partition with something to read; the
-    end is the high watermark now, so a snapshot is finite while producers keep writing."""
-    metadata = consumer.list_topics(topic, timeout=10.0).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        raise RuntimeError(
-            f"topic {topic!r} is not available: create it with `xdrec topics create`"
-        )
-    ranges = []
-    for partition in sorted(metadata.partitions):
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
-        first = low
-        if start_ms is not None:
-            found = consumer.offsets_for_times([TopicPartition(topic, partition, start_ms)], 10.0)
-            first = found[0].offset if found[0].offset >= 0 else high
-        if first < high:
-            ranges.append((TopicPartition(topic, partition, first), high))
-    return ranges
-
-
-def read_ranges(
-    consumer: Consumer, ranges: list[tuple[TopicPartition, int]], desc: str, progress: bool
-) -> Iterator[Message]:
-    """Every message of the given ``[first, end)`` offset ranges (all partitions at once)."""
-    if not ranges:
-        return
-    ends = {(start.topic, start.partition): end for start, end in ranges}
-    remaining = set(ends)
-    total = sum(end - start.offset for start, end in ranges)
-    consumer.assign([start for start, _ in ranges])
-    bar = tqdm(total=total, desc=desc, unit="msg", disable=not progress)
-    try:
-        while remaining:
-            for message in consumer.consume(1_000, timeout=0.5):
-                if message.error():
-                    continue
-                key = (message.topic(), message.partition())
-                end = ends[key]
-                if message.offset() < end:
-                    bar.update(1)
-                    yield message
-                if message.offset() + 1 >= end:
-                    remaining.discard(key)
-    finally:
-        bar.close()
-        consumer.unassign()
-
-
 def _held_out(user_id: str, share: float, seed: int) -> bool:
     digest = hashlib.sha256(f"{seed}\x1f{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
@@ -142,7 +89,7 @@ def snapshot_window(
         catalog_ranges = [
             r
             for d in settings.domains
-            for r in _partition_ranges(consumer, settings.topics.catalog(d), None)
+            for r in topic_ranges(consumer, settings.topics.catalog(d), None)
         ]
         for message in read_ranges(consumer, catalog_ranges, "reading catalog", progress):
             stats.records_read += 1
@@ -160,7 +107,7 @@ def snapshot_window(
         event_ranges = [
             r
             for d in settings.domains
-            for r in _partition_ranges(consumer, settings.topics.events(d), start_ms)
+            for r in topic_ranges(consumer, settings.topics.events(d), start_ms)
         ]
         events: dict[str, UserEvent] = {}
         for message in read_ranges(consumer, event_ranges, "reading events", progress):

@@ -102,5 +102,18 @@ class TransferModel(nn.Module):
         pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return F.normalize(pooled + self.user_out(pooled), dim=-1)
 
+    def user_parts(
+        self, history: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user vector before normalization, split by input position: ``(parts, constant)``
+        with ``user_vectors == normalize(parts.sum(1) + constant)``. The pooling and the head
+        are linear, so a score is exactly a sum of one term per history item (explanations)."""
+        positions = torch.arange(history.shape[1], device=history.device)
+        x = self.item_vectors(history) + self.position(positions)
+        x = self.encoder(x, src_key_padding_mask=~mask)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        scaled = x * weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return scaled + scaled @ self.user_out.weight.T, self.user_out.bias
+
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return users @ items.T / self.config.temperature

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import WorkerProcess, produce, read_topic, user_event
+from support import REPO, WorkerProcess, produce, read_topic, user_event
 
 from stream.dataset import Dataset
 from stream.offline import replay_topics
 from stream.replay import replay_dataset
 from stream.sample import item_genre, sample_items, write_sample_dataset
-from stream.settings import Settings
+from stream.settings import Settings, settings_env
 from stream.state_store import UserStateStore
 from stream.transport import OutgoingMessage
 
@@ -253,3 +256,60 @@ def test_worker_killed_and_restarted_applies_each_event_once(
         for domain, interest in reference.interests.items():
             assert interest.events == state.interests[domain].events
             assert abs(interest.vector - state.interests[domain].vector).max() < 1e-5
+
+
+def test_recommendations_explain_themselves_and_consume_shows_why(pipeline: Settings) -> None:
+    """Two interests (sci-fi books, romance music): each recommended movie of one of those
+    genres names an item of the same genre first; `xdrec consume --explain` prints titles."""
+    books, music = items_of("books", "science_fiction"), items_of("music", "romance")
+    events = [
+        user_event(pipeline, "two-tastes", item, T0 + i * 3600)
+        for i, item in enumerate([books[0], books[1], books[2]])
+    ]
+    produce(pipeline, [message for _, message in events])
+    recs_for(pipeline, {events[-1][0]})
+    later = [
+        user_event(pipeline, "two-tastes", item, T0 + (10 + i) * 3600)
+        for i, item in enumerate(music[:3])
+    ]
+    produce(pipeline, [message for _, message in later])
+    [rec] = recs_for(pipeline, {later[-1][0]})
+    judged = 0
+    for item in rec["items"]:
+        genre = item_genre(item["item_id"])
+        assert item["because"], item
+        if genre in ("science_fiction", "romance"):
+            judged += 1
+            top = item["because"][0]
+            assert item_genre(top["item_id"]) == genre
+            assert top["domain"] == ("books" if genre == "science_fiction" else "music")
+    assert judged >= 3
+
+    env = {**os.environ, **settings_env(pipeline)}
+    env.pop("XDREC_CONFIG", None)
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "consume",
+            "recs.movies",
+            "--from-beginning",
+            "--explain",
+            "--idle-timeout",
+            "3",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    titles = {(i["domain"], i["item_id"]): i["title"] for i in sample_items()}
+    first = rec["items"][0]
+    reason = titles[(first["because"][0]["domain"], first["because"][0]["item_id"])]
+    line = (
+        f"recommended {titles[('movies', first['item_id'])]} because you interacted with {reason}"
+    )
+    assert line in shown.stdout, shown.stdout[-3000:]

@@ -5,45 +5,17 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+from memory_catalog import MemoryCatalog
 
 from schemas import TrainingRequest
 from stream.metrics import WorkerMetrics
 from stream.processor import BatchProcessor, SourceRecord
-from stream.scoring import DomainIndex
 from stream.settings import Settings
 from stream.state import UserState
 from stream.training_trigger import TrainingTrigger
 from stream.transport import OutgoingMessage
 
 T0 = 1_704_067_200.0
-DIM = 8
-
-
-class MemoryItems:
-    """Item embeddings in a dict: the processor's catalog interface without RocksDB."""
-
-    def __init__(self, items: dict[str, list[str]]) -> None:
-        rng = np.random.default_rng(0)
-        self.vectors = {}
-        for domain, ids in items.items():
-            for item in ids:
-                vector = rng.normal(size=DIM).astype(np.float32)
-                self.vectors[(domain, item)] = vector / np.linalg.norm(vector)
-        self.items = items
-
-    def embedding(self, domain: str, item_id: str) -> np.ndarray | None:
-        return self.vectors.get((domain, item_id))
-
-    def add(self, domain, item_ids, digests, vectors) -> None:  # noqa: ANN001
-        raise AssertionError("no inline items in these tests")
-
-    def index(self, domain: str) -> DomainIndex:
-        ids = self.items[domain]
-        matrix = np.stack([self.vectors[(domain, i)] for i in ids])
-        return DomainIndex(
-            domain, ids, {i: n for n, i in enumerate(ids)}, matrix, np.ones(len(ids), bool)
-        )
 
 
 def _settings() -> Settings:
@@ -65,7 +37,7 @@ def _record(settings: Settings, offset: int, domain: str, item: str, ts: float) 
     )
 
 
-def _run(batches: list[list[SourceRecord]], settings: Settings, items: MemoryItems):
+def _run(batches: list[list[SourceRecord]], settings: Settings, items: MemoryCatalog):
     processor = BatchProcessor(settings, items, encoder=None, clock=lambda: T0 + 10_000)  # type: ignore[arg-type]
     states: dict[str, UserState] = {}
     checks, hits = {}, {}
@@ -82,7 +54,7 @@ def _run(batches: list[list[SourceRecord]], settings: Settings, items: MemoryIte
 
 def test_online_hits_count_later_events_against_the_last_shown_list_whatever_the_batching() -> None:
     settings = _settings()
-    items = MemoryItems(
+    items = MemoryCatalog.random(
         {"books": [f"b{i}" for i in range(6)], "movies": [f"m{i}" for i in range(6)]}
     )
     # A book purchase → a movie recommendation; then a movie purchase is checked against it.

@@ -1,0 +1,59 @@
+"""Bounded reads of topics: from a start (the beginning or a timestamp) to the end as it was
+when the read began, so a snapshot finishes while producers keep writing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, Message, TopicPartition
+from tqdm import tqdm
+
+
+def topic_ranges(
+    consumer: Consumer, topic: str, start_ms: int | None
+) -> list[tuple[TopicPartition, int]]:
+    """(first offset to read, end offset) for every partition with something to read; the
+    end is the high watermark now, so a snapshot is finite while producers keep writing."""
+    metadata = consumer.list_topics(topic, timeout=10.0).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise RuntimeError(
+            f"topic {topic!r} is not available: create it with `xdrec topics create`"
+        )
+    ranges = []
+    for partition in sorted(metadata.partitions):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
+        first = low
+        if start_ms is not None:
+            found = consumer.offsets_for_times([TopicPartition(topic, partition, start_ms)], 10.0)
+            first = found[0].offset if found[0].offset >= 0 else high
+        if first < high:
+            ranges.append((TopicPartition(topic, partition, first), high))
+    return ranges
+
+
+def read_ranges(
+    consumer: Consumer, ranges: list[tuple[TopicPartition, int]], desc: str, progress: bool
+) -> Iterator[Message]:
+    """Every message of the given ``[first, end)`` offset ranges (all partitions at once)."""
+    if not ranges:
+        return
+    ends = {(start.topic, start.partition): end for start, end in ranges}
+    remaining = set(ends)
+    total = sum(end - start.offset for start, end in ranges)
+    consumer.assign([start for start, _ in ranges])
+    bar = tqdm(total=total, desc=desc, unit="msg", disable=not progress)
+    try:
+        while remaining:
+            for message in consumer.consume(1_000, timeout=0.5):
+                if message.error():
+                    continue
+                key = (message.topic(), message.partition())
+                end = ends[key]
+                if message.offset() < end:
+                    bar.update(1)
+                    yield message
+                if message.offset() + 1 >= end:
+                    remaining.discard(key)
+    finally:
+        bar.close()
+        consumer.unassign()
