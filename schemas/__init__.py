@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from schemas.contracts import (
+    FEEDBACK_ONLY,
     SCHEMA_VERSION,
     ZERO_SHOT_VERSION,
     CatalogItem,
     Contribution,
     DeadLetter,
+    ErasureRequest,
     ModelUpdate,
     Recommendation,
     RecommendedItem,
@@ -18,11 +20,13 @@ from schemas.contracts import (
 from schemas.validation import EventLimits, EventValidator, Rejection
 
 __all__ = [
+    "FEEDBACK_ONLY",
     "SCHEMA_VERSION",
     "ZERO_SHOT_VERSION",
     "CatalogItem",
     "Contribution",
     "DeadLetter",
+    "ErasureRequest",
     "EventLimits",
     "EventValidator",
     "ModelUpdate",

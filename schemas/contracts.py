@@ -28,7 +28,11 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 DomainName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
-EventType = Literal["view", "click", "add_to_cart", "purchase", "review", "rating"]
+EventType = Literal[
+    "view", "click", "add_to_cart", "purchase", "review", "rating", "impression", "dismiss"
+]
+# Feedback on a recommendation that is not an interaction with the item.
+FEEDBACK_ONLY: frozenset[str] = frozenset({"impression", "dismiss"})
 
 
 # Strict: JSON ``true``, ``1.0`` and ``1e0`` are not version 1.
@@ -62,6 +66,11 @@ class UserEvent(Contract):
     rating: float | None = Field(default=None, ge=0.0, le=5.0)
     title: str | None = Field(default=None, description="Inline item title for unknown items.")
     text: str | None = Field(default=None, description="Inline item text for unknown items.")
+    recommendation_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="For feedback (impression, click, dismiss): the recommendation it answers.",
+    )
 
 
 class CatalogItem(Contract):
@@ -155,6 +164,15 @@ class DeadLetter(Contract):
     failed_at: float
 
 
+class ErasureRequest(Contract):
+    """Forget a user (right to be forgotten): keyed by user_id on the compacted erasure topic."""
+
+    schema_version: SchemaVersion
+    user_id: Identifier
+    requested_at: float
+    requested_by: str = Field(max_length=256)
+
+
 class TrainingRequest(Contract):
     """Asks the trainer for a new model; the trainer coalesces duplicates."""
 
@@ -194,4 +212,5 @@ CONTRACTS: dict[str, type[Contract]] = {
     "dead_letter": DeadLetter,
     "training_request": TrainingRequest,
     "model_update": ModelUpdate,
+    "erasure_request": ErasureRequest,
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from schemas.contracts import CatalogItem, DeadLetterReason, UserEvent
+from schemas.contracts import CatalogItem, DeadLetterReason, ErasureRequest, UserEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,17 @@ class EventValidator:
                 f"inline text has {text_chars} chars, max_text_chars={self.limits.max_text_chars}",
             )
         return event
+
+    def validate_erasure(self, raw: bytes | None) -> ErasureRequest | Rejection:
+        """Decode and check one request from the ``users.erasure`` topic."""
+        text = self._decode(raw)
+        if isinstance(text, Rejection):
+            return text
+        try:
+            request = ErasureRequest.model_validate_json(text)
+        except ValidationError as exc:
+            return _classify(exc)
+        return self._check_ids(request.user_id) or request
 
     def validate_catalog_item(
         self, raw: bytes | None, topic_domain: str

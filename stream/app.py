@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdrec-batch")
     events = app.topic(
         *[settings.topics.events(domain) for domain in settings.domains],
+        settings.topics.erasure(),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topics.partitions,

@@ -13,7 +13,8 @@ Besides the open ``PLAINTEXT`` listener, ``start_broker(..., scram_users=...)`` 
 authenticated ``SASL_PLAINTEXT`` listener (SCRAM-SHA-256) for tests of credentials handling.
 
 The broker runs in its own session, so Ctrl-C in the shell that started it reaches only the caller;
-it keeps running until :func:`stop_broker`.
+it keeps running until :func:`stop_broker`. :func:`restart_broker` stops it and starts it again on
+the same data and ports, so clients see an outage and then the same broker, as in production.
 """
 
 from __future__ import annotations
@@ -291,12 +292,31 @@ def _free_port(exclude: int | None = None) -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port``. SO_REUSEADDR, as the JVM sets it: connections
+    of a broker that just stopped linger in TIME_WAIT, and they must not hold its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:
             return False
     return True
+
+
+def _wait_ports_free(ports: list[int], timeout: float) -> None:
+    """Until every port can be listened on again (a stopped broker's sockets are closing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        taken = [port for port in ports if not _port_free(port)]
+        if not taken:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"ports {taken} on {HOST} are still in use {timeout:.0f}s after the broker "
+                "stopped: another process took them; stop it, or start the broker afresh with "
+                "port=None"
+            )
+        time.sleep(0.2)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -649,50 +669,18 @@ def start_broker(
         props_file.write_text(_render_properties(props))
 
         log_file = data_dir / LOG_FILE
-        if log_file.exists():
-            os.replace(log_file, data_dir / f"{LOG_FILE}.1")
+        _rotate_log(data_dir)
         _format_storage(java, libs, props, props_file, log_file)
-
-        heap = os.environ.get("KAFKA_HEAP_OPTS", _DEFAULT_HEAP_OPTS).split()
-        deadline = time.monotonic() + timeout
-        cmd = [java, *heap, *_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(props_file)]
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=data_dir,
-                start_new_session=True,
-            )
-        _CHILDREN[proc.pid] = proc
-        info = BrokerInfo(
-            bootstrap_servers=f"{HOST}:{port}",
-            pid=proc.pid,
-            data_dir=data_dir,
-            log_file=log_file,
-            sasl_bootstrap_servers=f"{HOST}:{sasl_port}" if sasl_port is not None else None,
-        )
-        _write_info(
-            info,
-            controller_port=controller_port,
-            kafka_version=KAFKA_VERSION,
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        log.info(
-            "broker starting bootstrap=%s pid=%s data_dir=%s",
-            info.bootstrap_servers,
-            proc.pid,
+        info = _launch(
+            java,
+            libs,
             data_dir,
+            (port, controller_port, sasl_port),
+            time.monotonic() + timeout,
+            timeout,
+            client_config,
+            scram_users,
         )
-        try:
-            _wait_ready(info, deadline, timeout, client_config)
-            if scram_users:
-                _add_scram_users(info, scram_users, deadline, timeout, client_config)
-        except BaseException:
-            _terminate(proc.pid, timeout=10)
-            _info_path(data_dir).unlink(missing_ok=True)
-            raise
     log.info(
         "broker started bootstrap=%s sasl_bootstrap=%s pid=%s seconds=%.1f log=%s",
         info.bootstrap_servers,
@@ -701,6 +689,69 @@ def start_broker(
         time.monotonic() - started,
         log_file,
     )
+    return info
+
+
+def _rotate_log(data_dir: Path) -> None:
+    log_file = data_dir / LOG_FILE
+    if log_file.exists():
+        os.replace(log_file, data_dir / f"{LOG_FILE}.1")
+
+
+def _launch(
+    java: str,
+    libs: Path,
+    data_dir: Path,
+    ports: tuple[int, int, int | None],
+    deadline: float,
+    timeout: float,
+    client_config: Mapping[str, str] | None,
+    scram_users: Mapping[str, str] | None,
+) -> BrokerInfo:
+    """Run the broker on the data folder's ``server.properties`` and wait until it answers;
+    ``ports`` are (listener, controller, SASL listener or None) as written there."""
+    port, controller_port, sasl_port = ports
+    log_file = data_dir / LOG_FILE
+    props_file = data_dir / PROPERTIES_FILE
+    heap = os.environ.get("KAFKA_HEAP_OPTS", _DEFAULT_HEAP_OPTS).split()
+    cmd = [java, *heap, *_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(props_file)]
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    info = BrokerInfo(
+        bootstrap_servers=f"{HOST}:{port}",
+        pid=proc.pid,
+        data_dir=data_dir,
+        log_file=log_file,
+        sasl_bootstrap_servers=f"{HOST}:{sasl_port}" if sasl_port is not None else None,
+    )
+    _write_info(
+        info,
+        controller_port=controller_port,
+        kafka_version=KAFKA_VERSION,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    log.info(
+        "broker starting bootstrap=%s pid=%s data_dir=%s",
+        info.bootstrap_servers,
+        proc.pid,
+        data_dir,
+    )
+    try:
+        _wait_ready(info, deadline, timeout, client_config)
+        if scram_users:
+            _add_scram_users(info, scram_users, deadline, timeout, client_config)
+    except BaseException:
+        _terminate(proc.pid, timeout=10)
+        _info_path(data_dir).unlink(missing_ok=True)
+        raise
     return info
 
 
@@ -748,3 +799,76 @@ def stop_broker(data_dir: Path, timeout: float = 30.0) -> bool:
         _info_path(data_dir).unlink(missing_ok=True)
     log.info("broker stopped pid=%s seconds=%.1f", info.pid, time.monotonic() - started)
     return True
+
+
+def restart_broker(
+    data_dir: Path,
+    *,
+    downtime: float = 0.0,
+    stop_timeout: float = 30.0,
+    timeout: float = 60.0,
+    cache_dir: Path | None = None,
+    client_config: dict[str, str] | None = None,
+) -> BrokerInfo:
+    """Stop the data folder's running broker and start the same broker again: same data, same
+    ``server.properties``, so the same ports (listener, controller and SASL) and topics.
+
+    What clients see is an outage of ``downtime`` seconds plus the broker's shutdown and start
+    (a few seconds each): the way to check that they reconnect by themselves. ``client_config``
+    is what the readiness probe needs on a secured listener, as for :func:`start_broker`.
+    """
+    data_dir = Path(data_dir).expanduser().resolve()
+    started = time.monotonic()
+    with _locked(data_dir):
+        info = _read_info(data_dir)
+        if info is None or not _is_our_broker(info.pid, data_dir):
+            raise RuntimeError(f"no broker runs for {data_dir}: start it with start_broker first")
+        try:
+            raw = json.loads(_info_path(data_dir).read_text())
+            controller_port = int(raw["controller_port"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(
+                f"{_info_path(data_dir)} does not name the controller port ({exc}): stop the "
+                "broker and start it again instead"
+            ) from exc
+        port = int(info.bootstrap_servers.rpartition(":")[2])
+        sasl_port = (
+            int(info.sasl_bootstrap_servers.rpartition(":")[2])
+            if info.sasl_bootstrap_servers
+            else None
+        )
+        java = shutil.which("java")
+        if java is None:
+            raise RuntimeError("java not found: install OpenJDK 17 and put java on PATH")
+        libs = fetch_kafka(cache_dir)
+
+        log.info("restarting broker pid=%s bootstrap=%s", info.pid, info.bootstrap_servers)
+        _terminate(info.pid, stop_timeout)
+        if _pid_alive(info.pid):
+            raise RuntimeError(
+                f"kafka broker pid {info.pid} survived SIGKILL: check it with ps and end it by hand"
+            )
+        _info_path(data_dir).unlink(missing_ok=True)
+        stopped = time.monotonic()
+        log.info("broker down pid=%s seconds=%.1f", info.pid, stopped - started)
+        time.sleep(max(0.0, downtime))
+        ports = [p for p in (port, controller_port, sasl_port) if p is not None]
+        _wait_ports_free(ports, timeout)
+        _rotate_log(data_dir)
+        restarted = _launch(
+            java,
+            libs,
+            data_dir,
+            (port, controller_port, sasl_port),
+            time.monotonic() + timeout,
+            timeout,
+            client_config,
+            None,
+        )
+    log.info(
+        "broker restarted bootstrap=%s pid=%s outage_seconds=%.1f",
+        restarted.bootstrap_servers,
+        restarted.pid,
+        time.monotonic() - stopped,
+    )
+    return restarted

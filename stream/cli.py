@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         "--to", help="rollback target version (default: the serving version's parent; v0 works)"
     )
 
+    user = commands.add_parser("user", help="act on one user's data")
+    user.add_argument("action", choices=["forget"])
+    user.add_argument("user_id")
+
     trainer = commands.add_parser("trainer", help="the trainer service: retrains on request")
     trainer.add_argument("--once", action="store_true", help="run one job now, then exit")
     trainer.add_argument(
@@ -180,6 +184,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "trainer":
         return _trainer(args, settings)
+
+    if args.command == "user":
+        from stream.erasure import request_erasure
+
+        request_erasure(settings, args.user_id)
+        print(f"erasure requested topic={settings.topics.erasure()}")
+        return 0
 
     if args.command == "topics":
         from stream.topics import create_topics, topic_specs

@@ -176,6 +176,17 @@ class WorkerMetrics:
             "Hit rate over this worker's last checks (the quality-drop trigger watches it).",
             registry=r,
         )
+        self.feedback = Counter(
+            "xdrec_feedback_total",
+            "Feedback events naming a recommendation (impression, click, dismiss, ...).",
+            ["domain", "model_version", "event_type"],
+            registry=r,
+        )
+        self.users_erased = Counter(
+            "xdrec_users_erased_total",
+            "Users whose state was deleted on an erasure request.",
+            registry=r,
+        )
         self.training_requests = Counter(
             "xdrec_training_requests_total",
             "TrainingRequests this worker published, per reason.",
@@ -195,6 +206,8 @@ class WorkerMetrics:
             self.events_duplicate.labels(domain)
             self.online_checks.labels(domain, model_version)
             self.online_hits.labels(domain, model_version)
+            for event_type in ("impression", "click", "dismiss"):
+                self.feedback.labels(domain, model_version, event_type)
         for target in targets:
             self.recommendations.labels(target, model_version)
         for reason in get_args(DeadLetterReason):

@@ -19,10 +19,12 @@ from typing import Protocol
 import numpy as np
 
 from schemas import (
+    FEEDBACK_ONLY,
     SCHEMA_VERSION,
     ZERO_SHOT_VERSION,
     Contribution,
     DeadLetter,
+    ErasureRequest,
     EventLimits,
     EventValidator,
     Recommendation,
@@ -118,6 +120,10 @@ class BatchOutput:
     # (domain, model_version) -> events checked against / found in the recommendations shown.
     online_checks: Counter[tuple[str, str]] = field(default_factory=Counter)
     online_hits: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (domain, model_version, event_type) -> feedback events naming a recommendation.
+    feedback: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # user_id -> partition of the erasure request: state deleted, changelog tombstoned.
+    erased: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -201,6 +207,7 @@ class BatchProcessor:
             settings.domains, limits=_event_limits(settings), clock=clock
         )
         self.topic_domains = {settings.topics.events(d): d for d in settings.domains}
+        self.erasure_topic = settings.topics.erasure()
         # source domain -> routes it feeds
         self.routes_by_source: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
         for target, sources in settings.recommendations.routes.items():
@@ -219,7 +226,15 @@ class BatchProcessor:
         scorer = self.scorer
         now = self.clock()
         accepted: list[tuple[SourceRecord, UserEvent]] = []
+        erasures: list[tuple[SourceRecord, ErasureRequest]] = []
         for record in records:
+            if record.topic == self.erasure_topic:
+                request = self._validate_erasure(record)
+                if isinstance(request, Rejection):
+                    output.dead_letters.append(dead_letter(record, request, now))
+                else:
+                    erasures.append((record, request))
+                continue
             result = self._validate(record)
             if isinstance(result, Rejection):
                 output.dead_letters.append(
@@ -271,6 +286,11 @@ class BatchProcessor:
                 continue
             output.states[event.user_id] = (record.partition, state)
             output.applied_by_domain[event.domain] += 1
+            if event.recommendation_id is not None:
+                version = _shown_version(state, event.recommendation_id)
+                output.feedback[(event.domain, version, event.event_type)] += 1
+            if event.event_type in FEEDBACK_ONLY:
+                continue  # an impression or a dismissal: no interaction, no recommendation
             timeline[event.user_id].append((event.domain, event.item_id))
             for request in self._due_recommendations(scorer, state, event, record):
                 timeline[event.user_id].append(len(pending))
@@ -279,7 +299,26 @@ class BatchProcessor:
         output.recommendations, ranked = self._score(scorer, pending, now)
         for user_id, steps in timeline.items():
             self._check_shown(states[user_id], steps, pending, ranked, scorer.version, output)
+        if erasures:
+            self._erase(erasures, output)
         return output
+
+    def _validate_erasure(self, record: SourceRecord) -> ErasureRequest | Rejection:
+        result = self.validator.validate_erasure(record.value)
+        if isinstance(result, ErasureRequest) and record.key != result.user_id.encode("utf-8"):
+            return Rejection("key_mismatch", "erasure key differs from user_id: key by user_id")
+        return result
+
+    @staticmethod
+    def _erase(erasures: list[tuple[SourceRecord, ErasureRequest]], output: BatchOutput) -> None:
+        """Forget the users: their state goes (a tombstone follows in the changelog) and so do
+        their recommendations of this batch. Their events earlier in the same batch are part of
+        what is forgotten."""
+        for record, request in erasures:
+            output.erased[request.user_id] = record.partition
+            output.states.pop(request.user_id, None)
+        erased = output.erased
+        output.recommendations = [r for r in output.recommendations if r.user_id not in erased]
 
     @staticmethod
     def _check_shown(
@@ -296,7 +335,14 @@ class BatchProcessor:
             if isinstance(step, int):
                 items = ranked.get(step)
                 if items:
-                    state.shown[pending[step].target] = [version, [item for item, _ in items]]
+                    request = pending[step]
+                    state.shown[request.target] = [
+                        version,
+                        [item for item, _ in items],
+                        recommendation_id(
+                            request.user_id, request.target, request.trigger.event_id, version
+                        ),
+                    ]
                 continue
             domain, item_id = step
             shown = state.shown.get(domain)
@@ -386,7 +432,8 @@ class BatchProcessor:
                     target=target,
                     sources=sorted(d for d in state.interests if d in sources or d == target),
                     query=query,
-                    exclude=frozenset(state.seen.get(target, ())),
+                    exclude=frozenset(state.seen.get(target, ()))
+                    | frozenset(state.dismissed.get(target, ())),
                     # Built from validated fields: construct without validating again.
                     explainer=scorer.explainer(state, target, sources) if config.explain else None,
                     trigger=Trigger.model_construct(
@@ -456,6 +503,15 @@ class BatchProcessor:
                 )
             )
         return recommendations, ranked
+
+
+def _shown_version(state: UserState, recommendation_id: str) -> str:
+    """The model version of the recommendation that feedback names ("unknown" once the user
+    has been shown a newer one for that domain)."""
+    for shown in state.shown.values():
+        if len(shown) > 2 and shown[2] == recommendation_id:
+            return str(shown[0])
+    return "unknown"
 
 
 def _event_limits(settings: Settings) -> EventLimits:

@@ -210,10 +210,11 @@ class WorkerRuntime:
         started = time.perf_counter()
         self._ensure_restored({record.partition for record in records})
         output = self.processor.process(records, self.store.get, self._refresh_catalog)
-        states = {
+        states: dict[str, tuple[int, bytes | None]] = {
             user_id: (partition, state.to_bytes())
             for user_id, (partition, state) in output.states.items()
         }
+        states.update({user_id: (partition, None) for user_id, partition in output.erased.items()})
         messages = (
             recommendation_messages(self.settings, output.recommendations)
             + dead_letter_messages(self.settings, output.dead_letters)
@@ -245,7 +246,9 @@ class WorkerRuntime:
         now = time.time()
         consumed: Counter[str] = Counter()
         for record in records:
-            consumed[self.domain_of_topic.get(record.topic, "unknown")] += 1
+            domain = self.domain_of_topic.get(record.topic)
+            if domain is not None:
+                consumed[domain] += 1
             if record.timestamp:
                 metrics.event_latency.observe(max(0.0, now - record.timestamp))
             key = (record.topic, record.partition)
@@ -262,6 +265,11 @@ class WorkerRuntime:
             metrics.online_checks.labels(domain, version).inc(count)
         for (domain, version), count in output.online_hits.items():
             metrics.online_hits.labels(domain, version).inc(count)
+        for (domain, version, event_type), count in output.feedback.items():
+            metrics.feedback.labels(domain, version, event_type).inc(count)
+        if output.erased:
+            metrics.users_erased.inc(len(output.erased))
+            log.info("users erased count=%d", len(output.erased))
         for rec in output.recommendations:
             metrics.recommendations.labels(rec.target_domain, rec.model_version).inc()
             metrics.event_time_to_rec.observe(max(0.0, now - rec.trigger.event_time))

@@ -75,6 +75,9 @@ class TopicSettings(BaseModel):
     def model_updates(self) -> str:
         return f"{self.prefix}models.updates"
 
+    def erasure(self) -> str:
+        return f"{self.prefix}users.erasure"
+
     def training_requests(self) -> str:
         return f"{self.prefix}models.training-requests"
 

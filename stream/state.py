@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas import FEEDBACK_ONLY
 from stream.settings import InterestSettings
 
 STATE_FORMAT = 1
@@ -63,6 +64,8 @@ class UserState:
     # target domain -> [model version, item ids] of the last recommendation emitted for it:
     # the user's later events in that domain are checked against it (online hit rate).
     shown: dict[str, list] = field(default_factory=dict)
+    # domain -> item ids the user dismissed: never recommended to them again.
+    dismissed: dict[str, list[str]] = field(default_factory=dict)
     events_applied: int = 0
 
     def to_bytes(self) -> bytes:
@@ -88,6 +91,7 @@ class UserState:
             "offsets": self.offsets,
             "pending": self.pending,
             "shown": self.shown,
+            "dismissed": self.dismissed,
             "events_applied": self.events_applied,
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -112,6 +116,7 @@ class UserState:
             offsets=document["offsets"],
             pending=document["pending"],
             shown=document.get("shown", {}),
+            dismissed=document.get("dismissed", {}),
             events_applied=document["events_applied"],
         )
 
@@ -148,6 +153,14 @@ def apply_event(
     last_offset = state.offsets.get(event.source)
     if last_offset is not None and event.offset <= last_offset:
         return False
+    if event.event_type in FEEDBACK_ONLY:  # no interaction with the item: interest unchanged
+        if event.event_type == "dismiss":
+            dismissed = state.dismissed.setdefault(event.domain, [])
+            if event.item_id not in dismissed:
+                dismissed.append(event.item_id)
+                del dismissed[: max(0, len(dismissed) - settings.max_seen_per_domain)]
+        state.offsets[event.source] = event.offset
+        return True
     half_life = settings.half_life_days * SECONDS_PER_DAY
     weight = event_weight(event.event_type, event.rating, settings)
     contribution = embedding.astype(np.float32, copy=False) * np.float32(weight)

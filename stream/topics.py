@@ -38,6 +38,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         specs.append(TopicSpec(topics.catalog(domain), partitions, COMPACTED))
         specs.append(TopicSpec(topics.recs(domain), partitions, {}))
     specs.append(TopicSpec(topics.dead_letters(), partitions, {}))
+    # Co-partitioned with the events (keyed by user_id): the owner of a user's state sees it.
+    specs.append(TopicSpec(topics.erasure(), partitions, COMPACTED))
     specs.append(TopicSpec(topics.state_changelog(settings.app_id), partitions, COMPACTED))
     specs.append(TopicSpec(topics.model_updates(), 1, COMPACTED))
     # One partition: the trainer sees requests in order and coalesces what piled up.

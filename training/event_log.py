@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from schemas import CatalogItem, EventValidator, Rejection, UserEvent
+from stream.erasure import erased_users
 from stream.settings import Settings
 from stream.snapshot import read_ranges, topic_ranges
 from stream.transport import make_consumer
@@ -103,6 +104,7 @@ def snapshot_window(
                 skipped[f"catalog_{result.reason}"] += 1
                 continue
             items[(result.domain, result.item_id)] = result
+        erased = erased_users(settings, consumer, progress)
         start_ms = None if window.start is None else int(window.start * 1000)
         event_ranges = [
             r
@@ -116,6 +118,9 @@ def snapshot_window(
             result = validator.validate_event(message.value(), domain)
             if isinstance(result, Rejection):
                 skipped[result.reason] += 1
+                continue
+            if result.user_id in erased:  # right to be forgotten: never trained on again
+                skipped["erased_user"] += 1
                 continue
             if not window.contains(result.timestamp):
                 skipped["outside_window"] += 1

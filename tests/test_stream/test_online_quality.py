@@ -60,7 +60,8 @@ def test_online_hits_count_later_events_against_the_last_shown_list_whatever_the
     # A book purchase → a movie recommendation; then a movie purchase is checked against it.
     first = _record(settings, 0, "books", "b0", T0)
     states, _, _ = _run([[first]], settings, items)
-    shown_version, shown_items = states["u1"].shown["movies"]
+    shown_version, shown_items, shown_id = states["u1"].shown["movies"]
+    assert len(shown_id) == 32
     assert shown_version == "v0" and len(shown_items) == 3
     not_shown = next(i for i in items.items["movies"] if i not in shown_items)
     records = [
