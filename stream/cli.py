@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     evaluate = commands.add_parser("evaluate", help="offline evaluation over a dataset folder")
-    evaluate.add_argument("--dataset", type=Path, required=True)
+    evaluate.add_argument("--dataset", type=Path, help="dataset folder (offline and streaming)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the report")
     evaluate.add_argument("--splits", nargs="+", default=["valid", "test"])
     evaluate.add_argument(
@@ -87,16 +87,24 @@ def _parser() -> argparse.ArgumentParser:
         help="also train the transfer model for N epochs and evaluate it as 'trained'",
     )
     evaluate.add_argument(
+        "--online",
+        action="store_true",
+        help="compare the model versions a deployment emitted (online hit rates, 95%% CI)",
+    )
+    evaluate.add_argument("--since", type=float, help="with --online: count from this event time")
+    evaluate.add_argument(
         "--streaming",
         action="store_true",
         help="also replay through the broker and score what a worker publishes",
     )
 
     model = commands.add_parser("model", help="model artifacts in the model store")
-    model.add_argument("action", choices=["list", "rollback"])
+    model.add_argument("action", choices=["list", "rollback", "experiment", "end-experiment"])
     model.add_argument("--store", help="model store path or file:// URI (default: models.store)")
     model.add_argument(
-        "--to", help="rollback target version (default: the serving version's parent; v0 works)"
+        "--to",
+        help="rollback: target version (default: the serving version's parent; v0 works); "
+        "experiment: the candidate version served to experiment.share of users",
     )
 
     user = commands.add_parser("user", help="act on one user's data")
@@ -109,6 +117,15 @@ def _parser() -> argparse.ArgumentParser:
         "--request", action="store_true", help="ask the running trainer for a job, then exit"
     )
     trainer.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    trainer.add_argument(
+        "--candidate",
+        action="store_true",
+        help="with --once: store the model whatever the gate says and start an online "
+        "comparison with it (experiment.share of users)",
+    )
+    trainer.add_argument(
+        "--window-end", type=float, help="with --once: train on events up to this event time"
+    )
 
     bench = commands.add_parser("bench", help="benchmarks that start their own broker")
     bench.add_argument("name", choices=["swap"])
@@ -170,7 +187,18 @@ def _run(args: argparse.Namespace) -> int:
             print(path)
         return 0
 
+    if args.command == "evaluate" and args.online:
+        from training.evaluation.online import evaluate_online, write_online_report
+
+        result = evaluate_online(_settings(args), since=args.since)
+        for path in write_online_report(result, args.out):
+            print(path)
+        print(json.dumps(result["versions"], indent=2))
+        return 0
+
     if args.command == "evaluate":
+        if args.dataset is None:
+            raise ValueError("--dataset is required (except with --online)")
         return _evaluate(args)
 
     if args.command == "bench":
@@ -273,8 +301,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace, settings: Settings) -> int:
+    from training.artifacts import load_artifact
     from training.model_store import ModelStore
-    from training.publisher import publish_update, rollback_update
+    from training.publisher import (
+        CANDIDATE_KEY,
+        end_experiment,
+        model_update_for,
+        publish_update,
+        rollback_update,
+    )
 
     store = ModelStore(args.store or settings.models.store)
     if args.action == "list":
@@ -283,6 +318,18 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
                 f"{k}={v:.4f}" for k, v in sorted(manifest.get("metrics", {}).items())
             )
             print(f"{manifest['version']} parent={manifest.get('parent_version')} {metrics}")
+        return 0
+    if args.action == "end-experiment":
+        end_experiment(settings)
+        print("experiment ended: every user is served the serving version")
+        return 0
+    if args.action == "experiment":
+        if not args.to:
+            raise ValueError("name the candidate version with --to (see `xdrec model list`)")
+        folder = store.path_of(args.to)
+        load_artifact(folder)  # refuse a bad artifact here, before any worker sees it
+        publish_update(settings, model_update_for(folder), key=CANDIDATE_KEY)
+        print(f"experiment started candidate={args.to} share={settings.experiment.share}")
         return 0
     update = rollback_update(settings, store, args.to)
     publish_update(settings, update)
@@ -305,7 +352,8 @@ def _trainer(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     service = TrainerService(settings)
     if args.once:
-        result = service.run_requests([manual_request()])
+        request = manual_request().model_copy(update={"window_end": args.window_end})
+        result = service.run_requests([request], candidate=args.candidate)
         if result is None:
             return 1
         print(f"{result.outcome}: {result.reason}")

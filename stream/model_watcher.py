@@ -23,6 +23,7 @@ from stream.settings import Settings
 from stream.transport import make_consumer
 from training.artifacts import WEIGHTS, ArtifactRefused, load_artifact
 from training.model_store import ModelStore
+from training.publisher import CANDIDATE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ class ModelWatcher:
         metrics: WorkerMetrics,
         offer: Callable[[Scorer], None],
         current_version: Callable[[], str],
+        offer_candidate: Callable[[Scorer | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.metrics = metrics
         self.offer = offer
+        self.offer_candidate = offer_candidate
         self.current_version = current_version
         self.store = ModelStore(settings.models.store)
         self.targets = list(settings.recommendations.routes)
@@ -53,14 +56,16 @@ class ModelWatcher:
 
     def catch_up(self) -> None:
         """Apply the latest announced version before the worker starts serving."""
-        latest = None
+        latest: dict[bytes | None, bytes | None] = {}
         while True:
             messages = self._consumer.consume(100, timeout=1.0)
             if not messages:
                 break
-            latest = next((m for m in reversed(messages) if not m.error()), latest)
-        if latest is not None:
-            self._handle(latest.value())
+            for message in messages:
+                if not message.error():
+                    latest[message.key()] = message.value()
+        for key, value in latest.items():
+            self._route(key, value)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="xdrec-models", daemon=True)
@@ -70,19 +75,35 @@ class ModelWatcher:
         while not self._stop.is_set():
             for message in self._consumer.consume(10, timeout=0.5):
                 if not message.error():
-                    self._handle(message.value())
+                    self._route(message.key(), message.value())
 
-    def _handle(self, raw: bytes | None) -> None:
+    def _route(self, key: bytes | None, raw: bytes | None) -> None:
+        """``serving`` replaces the model of every user; ``candidate`` starts (or, with a
+        tombstone, ends) an online comparison on a share of users."""
+        if key == CANDIDATE_KEY:
+            if self.offer_candidate is None:
+                return
+            if raw is None:
+                self.offer_candidate(None)
+                return
+            scorer = self._prepare(raw, lambda: "")
+            if scorer is not None:
+                self.offer_candidate(scorer)
+            return
+        scorer = self._prepare(raw, self.current_version)
+        if scorer is not None:
+            self.offer(scorer)
+
+    def _prepare(self, raw: bytes | None, current: Callable[[], str]) -> Scorer | None:
         try:
             update = ModelUpdate.model_validate_json(raw or b"")
         except ValidationError as exc:
             self._refuse("manifest_invalid", f"ModelUpdate does not validate: {exc.errors()[:1]}")
-            return
-        if update.version == self.current_version():
-            return
+            return None
+        if update.version == current():
+            return None
         if update.version == ZERO_SHOT_VERSION:  # a rollback to the zero-shot model
-            self.offer(ZeroShotScorer(self.settings, self.catalog))
-            return
+            return ZeroShotScorer(self.settings, self.catalog)
         try:
             folder = self.store.resolve_uri(update.artifact_uri or "")
             loaded = load_artifact(folder)
@@ -93,11 +114,11 @@ class ModelWatcher:
             scorer = ModelScorer(loaded, self.catalog, self.targets)
         except ArtifactRefused as exc:
             self._refuse(exc.reason, f"version={update.version} {exc.detail}")
-            return
+            return None
         except Exception as exc:  # anything unexpected: refuse, keep serving
             self._refuse("load_failed", f"version={update.version} {exc!r}")
-            return
-        self.offer(scorer)
+            return None
+        return scorer
 
     def _refuse(self, reason: str, detail: str) -> None:
         self.metrics.model_refused.labels(reason).inc()

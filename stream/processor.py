@@ -134,6 +134,7 @@ class _PendingRecommendation:
     query: np.ndarray
     exclude: frozenset[str]
     trigger: Trigger
+    scorer: Scorer
     explainer: Explainer | None = None
 
 
@@ -202,6 +203,8 @@ class BatchProcessor:
         self.encoder = encoder
         # Swapped by the runtime between batches; a batch uses the one it started with.
         self.scorer: Scorer = ZeroShotScorer(settings, items)
+        # A version compared online with the serving one on a share of users, or None.
+        self.candidate: Scorer | None = None
         self.clock = clock
         self.validator = EventValidator(
             settings.domains, limits=_event_limits(settings), clock=clock
@@ -223,7 +226,7 @@ class BatchProcessor:
         """Process ``records`` in order. ``refresh_items`` lets the caller catch the catalog up
         once before events for still-unknown items are refused."""
         output = BatchOutput()
-        scorer = self.scorer
+        serving, candidate = self.scorer, self.candidate
         now = self.clock()
         accepted: list[tuple[SourceRecord, UserEvent]] = []
         erasures: list[tuple[SourceRecord, ErasureRequest]] = []
@@ -292,13 +295,18 @@ class BatchProcessor:
             if event.event_type in FEEDBACK_ONLY:
                 continue  # an impression or a dismissal: no interaction, no recommendation
             timeline[event.user_id].append((event.domain, event.item_id))
+            scorer = (
+                candidate
+                if candidate is not None and in_experiment(event.user_id, self.settings)
+                else serving
+            )
             for request in self._due_recommendations(scorer, state, event, record):
                 timeline[event.user_id].append(len(pending))
                 pending.append(request)
 
-        output.recommendations, ranked = self._score(scorer, pending, now)
+        output.recommendations, ranked = self._score(pending, now)
         for user_id, steps in timeline.items():
-            self._check_shown(states[user_id], steps, pending, ranked, scorer.version, output)
+            self._check_shown(states[user_id], steps, pending, ranked, output)
         if erasures:
             self._erase(erasures, output)
         return output
@@ -326,7 +334,6 @@ class BatchProcessor:
         steps: list[tuple[str, str] | int],
         pending: list[_PendingRecommendation],
         ranked: dict[int, list[tuple[str, float]]],
-        version: str,
         output: BatchOutput,
     ) -> None:
         """Count the user's events that hit the recommendation last shown for their domain,
@@ -336,6 +343,7 @@ class BatchProcessor:
                 items = ranked.get(step)
                 if items:
                     request = pending[step]
+                    version = request.scorer.version
                     state.shown[request.target] = [
                         version,
                         [item for item, _ in items],
@@ -435,6 +443,7 @@ class BatchProcessor:
                     exclude=frozenset(state.seen.get(target, ()))
                     | frozenset(state.dismissed.get(target, ())),
                     # Built from validated fields: construct without validating again.
+                    scorer=scorer,
                     explainer=scorer.explainer(state, target, sources) if config.explain else None,
                     trigger=Trigger.model_construct(
                         event_id=event.event_id,
@@ -449,19 +458,21 @@ class BatchProcessor:
         return due
 
     def _score(
-        self, scorer: Scorer, pending: list[_PendingRecommendation], now: float
+        self, pending: list[_PendingRecommendation], now: float
     ) -> tuple[list[Recommendation], dict[int, list[tuple[str, float]]]]:
-        """Top-K for every pending request, batched per target; returns the recommendations
-        and the ranked items by position in ``pending``."""
-        by_target: dict[str, list[int]] = defaultdict(list)
+        """Top-K for every pending request, batched per target and model version; returns the
+        recommendations and the ranked items by position in ``pending``."""
+        by_target: dict[tuple[str, int], list[int]] = defaultdict(list)
+        scorers: dict[int, Scorer] = {}
         for position, request in enumerate(pending):
-            by_target[request.target].append(position)
+            scorers[id(request.scorer)] = request.scorer
+            by_target[(request.target, id(request.scorer))].append(position)
         ranked: dict[int, list[tuple[str, float]]] = {}
         k = self.settings.recommendations.top_k
         top = self.settings.recommendations.explain_top
         because: dict[int, list[list[Contribution]]] = {}
-        for target, positions in by_target.items():
-            index = scorer.index(target)
+        for (target, scorer_id), positions in by_target.items():
+            index = scorers[scorer_id].index(target)
             queries = np.stack([pending[p].query for p in positions])
             results = top_k(index, queries, [pending[p].exclude for p in positions], k)
             ranked.update(zip(positions, results, strict=True))
@@ -483,7 +494,7 @@ class BatchProcessor:
                         request.user_id,
                         request.target,
                         request.trigger.event_id,
-                        scorer.version,
+                        request.scorer.version,
                     ),
                     user_id=request.user_id,
                     target_domain=request.target,
@@ -496,13 +507,20 @@ class BatchProcessor:
                         )
                         for rank, (item_id, score) in enumerate(items, start=1)
                     ],
-                    model_version=scorer.version,
+                    model_version=request.scorer.version,
                     source_domains=request.sources,
                     trigger=request.trigger,
                     generated_at=now,
                 )
             )
         return recommendations, ranked
+
+
+def in_experiment(user_id: str, settings: Settings) -> bool:
+    """Whether ``user_id`` is in the candidate's share: a stable hash, so a user always sees
+    the same version while an experiment runs, on every worker."""
+    digest = hashlib.sha256(f"{settings.experiment.salt}\x1f{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < settings.experiment.share
 
 
 def _shown_version(state: UserState, recommendation_id: str) -> str:

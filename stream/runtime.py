@@ -100,6 +100,7 @@ class WorkerRuntime:
         self._closing = threading.Event()
         self.watcher: ModelWatcher | None = None
         self._pending_scorer: Scorer | None = None
+        self._pending_candidate: tuple[Scorer | None] | None = None
         self._scorer_lock = threading.Lock()
         self.metrics_port: int | None = None
         self.started = threading.Event()
@@ -147,6 +148,7 @@ class WorkerRuntime:
             self.metrics,
             self.offer_scorer,
             lambda: self.processor.scorer.version if self.processor else ZERO_SHOT_VERSION,
+            self.offer_candidate,
         )
         self.watcher.catch_up()
         self._swap_if_pending()
@@ -159,9 +161,27 @@ class WorkerRuntime:
         with self._scorer_lock:
             self._pending_scorer = scorer
 
+    def offer_candidate(self, scorer: Scorer | None) -> None:
+        """A version to compare online on a share of users (None ends the comparison)."""
+        with self._scorer_lock:
+            self._pending_candidate = (scorer,)
+
     def _swap_if_pending(self) -> None:
         with self._scorer_lock:
             scorer, self._pending_scorer = self._pending_scorer, None
+            candidate, self._pending_candidate = self._pending_candidate, None
+        if candidate is not None and self.processor is not None:
+            (self.processor.candidate,) = candidate
+            version = candidate[0].version if candidate[0] is not None else None
+            for target in self.settings.recommendations.routes:
+                if version is not None:
+                    self.metrics.recommendations.labels(target, version)
+            log.info(
+                "online comparison candidate=%s share=%.3f serving=%s",
+                version,
+                self.settings.experiment.share,
+                self.processor.scorer.version,
+            )
         if scorer is None or self.processor is None:
             return
         previous = self.processor.scorer.version

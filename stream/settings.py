@@ -161,6 +161,14 @@ class ModelSettings(BaseModel):
     store: str = ".xdrec/models"
 
 
+class ExperimentSettings(BaseModel):
+    """Online comparison: while a candidate version is announced, this share of users (chosen
+    by a stable hash of user_id) is served by it; everyone else keeps the serving version."""
+
+    share: float = Field(default=0.1, ge=0, le=1)
+    salt: str = "xdrec"
+
+
 class TriggerSettings(BaseModel):
     """When a worker asks the trainer for a new model (0 turns a trigger off)."""
 
@@ -226,6 +234,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     models: ModelSettings = ModelSettings()
     triggers: TriggerSettings = TriggerSettings()
+    experiment: ExperimentSettings = ExperimentSettings()
     trainer: TrainerSettings = TrainerSettings()
 
     @field_validator("domains")

@@ -36,7 +36,7 @@ from training.event_log import HELD_OUT, Window, snapshot_window
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
 from training.model_store import ModelStore
-from training.publisher import model_update_for, publish_update, serving_update
+from training.publisher import CANDIDATE_KEY, model_update_for, publish_update, serving_update
 from training.train import TrainConfig, build_examples, train_model
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,12 @@ def run_job(
     reasons: list[str] | None = None,
     progress: bool = True,
     publish: bool = True,
+    candidate: bool = False,
 ) -> JobResult:
-    """Run one job to its decision. Raises :class:`JobFailed` when it cannot decide."""
+    """Run one job to its decision. Raises :class:`JobFailed` when it cannot decide.
+
+    With ``candidate`` the gate's figures are recorded but the artifact is stored whatever
+    they say, and announced (when ``publish``) as the candidate of an online comparison."""
     started = time.perf_counter()
     config = settings.trainer
     store = ModelStore(settings.models.store)
@@ -123,10 +127,10 @@ def run_job(
         )
         embeddings = embed_catalog(data, encoder, config.cache_dir, progress=progress)
         text = np.concatenate([embeddings[domain] for domain in space.domains])
-        candidate, summary = _train(settings, data, space, text, work, progress)
+        candidate_model, summary = _train(settings, data, space, text, work, progress)
         serving = serving_update(settings)
         serving_version = serving.version if serving else ZERO_SHOT_VERSION
-        methods: list[Method] = [Trained(candidate, space, name="candidate")]
+        methods: list[Method] = [Trained(candidate_model, space, name="candidate")]
         methods.append(_serving_method(settings, store, serving, space, embeddings))
         results = _judge(data, space, embeddings, methods)
         metrics = {
@@ -145,7 +149,13 @@ def run_job(
             window=stats.to_dict(),
             training=summary,
         )
-        if ours <= theirs + config.gate_margin:
+        if candidate:
+            result.outcome = "candidate"
+            result.reason = (
+                f"stored for an online comparison ({config.gate_metric} {ours:.4f} offline vs "
+                f"the serving {serving_version} {theirs:.4f})"
+            )
+        elif ours <= theirs + config.gate_margin:
             result.reason = (
                 f"{config.gate_metric} {ours:.4f} does not beat the serving {serving_version} "
                 f"{theirs:.4f} by the margin {config.gate_margin}"
@@ -157,7 +167,7 @@ def run_job(
                 f"{theirs:.4f} by more than {config.gate_margin}"
             )
             folder = save_artifact(
-                candidate,
+                candidate_model,
                 space,
                 store.path_of(version),
                 version=version,
@@ -169,6 +179,20 @@ def run_job(
             result.update = model_update_for(folder)
             if publish:
                 publish_update(settings, result.update)
+        if candidate:
+            folder = save_artifact(
+                candidate_model,
+                space,
+                store.path_of(version),
+                version=version,
+                parent_version=serving_version,
+                train_config=summary.get("config", {}),
+                data_window={**stats.to_dict(), "requests": reasons or []},
+                metrics=metrics,
+            )
+            result.update = model_update_for(folder)
+            if publish:
+                publish_update(settings, result.update, key=CANDIDATE_KEY)
         result.seconds = round(time.perf_counter() - started, 2)
         log.info(
             "training job decided outcome=%s version=%s serving=%s reason=%r seconds=%.1f",

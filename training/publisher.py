@@ -16,6 +16,8 @@ from training.artifacts import MANIFEST, WEIGHTS, load_artifact
 from training.model_store import ModelStore
 
 UPDATE_KEY = b"serving"
+# A version served to a share of users only (online comparison); a tombstone ends it.
+CANDIDATE_KEY = b"candidate"
 
 
 def model_update_for(artifact: Path) -> ModelUpdate:
@@ -31,12 +33,21 @@ def model_update_for(artifact: Path) -> ModelUpdate:
     )
 
 
-def publish_update(settings: Settings, update: ModelUpdate) -> None:
-    """One key, compacted: the topic's latest message is the version every worker serves."""
+def publish_update(settings: Settings, update: ModelUpdate, key: bytes = UPDATE_KEY) -> None:
+    """Compacted by key: the latest ``serving`` message is the version every worker serves,
+    the latest ``candidate`` one the version compared with it on a share of users."""
     message = OutgoingMessage(
-        settings.topics.model_updates(), UPDATE_KEY, update.model_dump_json().encode("utf-8")
+        settings.topics.model_updates(), key, update.model_dump_json().encode("utf-8")
     )
     produce_all(make_producer(settings), [message])
+
+
+def end_experiment(settings: Settings) -> None:
+    """A tombstone for the candidate: every user goes back to the serving version."""
+    produce_all(
+        make_producer(settings),
+        [OutgoingMessage(settings.topics.model_updates(), CANDIDATE_KEY, None)],
+    )
 
 
 def serving_update(settings: Settings, timeout: float = 10.0) -> ModelUpdate | None:
@@ -58,6 +69,8 @@ def serving_update(settings: Settings, timeout: float = 10.0) -> ModelUpdate | N
                 if message.error():
                     continue
                 position = message.offset() + 1
+                if message.key() not in (UPDATE_KEY, None):
+                    continue
                 try:
                     latest = ModelUpdate.model_validate_json(message.value() or b"")
                 except ValidationError:

@@ -123,7 +123,9 @@ class TrainerService:
                 )
         return requests
 
-    def run_requests(self, requests: list[TrainingRequest]) -> JobResult | None:
+    def run_requests(
+        self, requests: list[TrainingRequest], candidate: bool = False
+    ) -> JobResult | None:
         """One job for all of ``requests``; returns its result, or None when it failed."""
         metrics = self.metrics
         reasons = Counter(request.reason for request in requests)
@@ -147,6 +149,7 @@ class TrainerService:
                 window,
                 reasons=[f"{r.reason}:{r.request_id}" for r in requests],
                 progress=self.progress,
+                candidate=candidate,
             )
         except JobFailed as exc:
             self._failed(exc.reason, str(exc))

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from stream.metrics import serve_registry
 
 TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
-OUTCOMES = ("promoted", "rejected", "failed")
+OUTCOMES = ("promoted", "rejected", "failed", "candidate")
 FAILURE_REASONS = ("no_data", "no_holdout", "serving_unreadable", "error")
 
 
@@ -41,7 +41,8 @@ class TrainerMetrics:
         )
         self.jobs = Counter(
             "xdrec_training_jobs_total",
-            "Training jobs finished, per outcome (promoted, rejected by the gate, failed).",
+            "Training jobs finished, per outcome: promoted, rejected by the gate, failed, or "
+            "stored as an online-comparison candidate.",
             ["outcome"],
             registry=r,
         )
