@@ -191,6 +191,7 @@ class TrainerSettings(BaseModel):
     batch_size: int = Field(default=512, ge=2)
     learning_rate: float = Field(default=2e-3, gt=0)
     device: str = "auto"
+    compile: bool = False  # torch.compile on a GPU
     processes: int = Field(default=1, ge=1, le=64)
     seed: int = 0
     # The candidate must beat the serving model on this metric by this much to be published.

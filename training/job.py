@@ -228,6 +228,7 @@ def _train(
         learning_rate=config.learning_rate,
         seed=config.seed,
         device=config.device,
+        compile=config.compile,
     )
     # The held-out users' targets are not in the training signal; their histories are.
     sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["warm"]]
