@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from schemas import Contribution
 from stream.scoring import DomainIndex
@@ -123,23 +122,20 @@ def zero_shot_explainer(
 
 @dataclass(slots=True)
 class PositionExplainer:
-    """Trained versions: the score split over the positions of the model's input."""
+    """Trained versions: the score split over the positions of the model's input.
 
-    model: torch.nn.Module
-    rows: list[int]  # the model's history rows, oldest first
-    pairs: list[tuple[str, str]]  # (domain, item_id) per row
+    ``parts`` are the per-position parts of the user vector before normalization (real
+    positions only) and ``norm`` its length, from the forward pass that made the query."""
+
+    parts: np.ndarray  # (history, dim)
+    norm: float
+    pairs: list[tuple[str, str]]  # (domain, item_id) per position
 
     def explain(
         self, index: DomainIndex, items: list[tuple[str, float]], top: int
     ) -> list[list[Contribution]]:
-        vectors = torch.as_tensor(index.matrix[[index.positions[item] for item, _ in items]])
-        with torch.inference_mode():
-            history = torch.as_tensor([self.rows])
-            parts, constant = self.model.user_parts(
-                history, torch.ones_like(history, dtype=torch.bool)
-            )
-            norm = (parts[0].sum(dim=0) + constant).norm()
-            terms = ((parts[0] @ vectors.T) / norm).numpy()  # (history, k)
+        vectors = index.matrix[[index.positions[item] for item, _ in items]]
+        terms = (self.parts @ vectors.T) / self.norm  # (history, k)
         explained = []
         for column, (_, score) in enumerate(items):
             if score <= 0 or not np.isfinite(score):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from stream.scoring import DomainIndex
 from stream.state import Interaction, UserState
 from training.artifacts import LoadedModel
 from training.projection import project_items
+from training.train import history_tensors
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,46 @@ class ModelScorer:
         )
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
-        rows = [
-            self.space.index[(i.domain, i.item_id)] for i in self._history(state, target, sources)
-        ]
-        if not rows:
+        """One user's query (tools and tests; the worker batches through prepare/finish)."""
+        prepared = self.prepare(state, target, sources, explain=False)
+        return None if prepared is None else self.finish([prepared])[0][0]
+
+    def prepare(
+        self, state: UserState, target: str, sources: list[str], explain: bool
+    ) -> tuple[list[int], list[tuple[str, str]] | None] | None:
+        history = self._history(state, target, sources)
+        if not history:
             return None
-        history = torch.as_tensor([rows])
+        rows = [self.space.index[(i.domain, i.item_id)] for i in history]
+        return rows, [(i.domain, i.item_id) for i in history] if explain else None
+
+    def finish(
+        self, prepared: Sequence[object]
+    ) -> tuple[np.ndarray, list[PositionExplainer | None]]:
+        """All queries of a batch in one forward pass, histories right-aligned and padded to
+        ``max_history`` exactly as in training; the same pass yields the explanations."""
+        snapshots: Sequence[tuple[list[int], list[tuple[str, str]] | None]] = prepared  # type: ignore[assignment]
+        length = self.model.config.max_history
+        histories = np.full((len(snapshots), length), -1, dtype=np.int64)
+        for row, (rows, _) in enumerate(snapshots):
+            histories[row, length - len(rows) :] = rows
+        tensor, mask = history_tensors(histories, torch.device("cpu"))
         with torch.inference_mode():
-            user = self.model.user_vectors(history, torch.ones_like(history, dtype=torch.bool))
-        return user[0].numpy()
+            parts, constant = self.model.user_parts(tensor, mask)
+            raw = parts.sum(dim=1) + constant
+            norms = raw.norm(dim=-1)
+            queries = (raw / norms.clamp(min=1e-12).unsqueeze(-1)).numpy()
+        explainers: list[PositionExplainer | None] = []
+        for row, (rows, pairs) in enumerate(snapshots):
+            if pairs is None:
+                explainers.append(None)
+                continue
+            explainers.append(
+                PositionExplainer(
+                    parts[row, length - len(rows) :].numpy(), float(norms[row]), pairs
+                )
+            )
+        return queries, explainers
 
     def index(self, target: str) -> DomainIndex:
         return self.indexes[target]
@@ -83,15 +116,3 @@ class ModelScorer:
             if i.domain in wanted and (i.domain, i.item_id) in self.space.index
         ]
         return known[-self.model.config.max_history :]
-
-    def explainer(
-        self, state: UserState, target: str, sources: list[str]
-    ) -> PositionExplainer | None:
-        history = self._history(state, target, sources)
-        if not history:
-            return None
-        return PositionExplainer(
-            self.model,
-            [self.space.index[(i.domain, i.item_id)] for i in history],
-            [(i.domain, i.item_id) for i in history],
-        )

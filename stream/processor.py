@@ -70,13 +70,20 @@ class Encoder(Protocol):
 
 
 class Scorer(Protocol):
-    """A model version: how a user's state becomes a query, and the items it is scored on."""
+    """A model version: how a user's state becomes a query, and the items it is scored on.
+
+    ``prepare`` runs when a recommendation is due and snapshots what the query needs (the
+    state changes as the batch goes on); ``finish`` turns the snapshots of one target into
+    queries at once (one forward pass for a trained model) and, when asked, explainers.
+    """
 
     version: str
 
-    def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None: ...
+    def prepare(
+        self, state: UserState, target: str, sources: list[str], explain: bool
+    ) -> object | None: ...
+    def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]: ...
     def index(self, target: str) -> DomainIndex: ...
-    def explainer(self, state: UserState, target: str, sources: list[str]) -> Explainer | None: ...
 
 
 class ZeroShotScorer:
@@ -103,8 +110,22 @@ class ZeroShotScorer:
     def index(self, target: str) -> DomainIndex:
         return self.items.index(target)
 
-    def explainer(self, state: UserState, target: str, sources: list[str]) -> Explainer | None:
-        return zero_shot_explainer(state, target, sources, self.items, self.settings)
+    def prepare(
+        self, state: UserState, target: str, sources: list[str], explain: bool
+    ) -> tuple[np.ndarray, Explainer | None] | None:
+        query = self.query(state, target, sources)
+        if query is None:
+            return None
+        explainer = (
+            zero_shot_explainer(state, target, sources, self.items, self.settings)
+            if explain
+            else None
+        )
+        return query, explainer
+
+    def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]:
+        pairs: Sequence[tuple[np.ndarray, Explainer | None]] = prepared  # type: ignore[assignment]
+        return np.stack([query for query, _ in pairs]), [explainer for _, explainer in pairs]
 
 
 @dataclass
@@ -131,11 +152,10 @@ class _PendingRecommendation:
     user_id: str
     target: str
     sources: list[str]
-    query: np.ndarray
+    prepared: object
     exclude: frozenset[str]
     trigger: Trigger
     scorer: Scorer
-    explainer: Explainer | None = None
 
 
 def dead_letter(
@@ -431,20 +451,19 @@ class BatchProcessor:
                 state.pending[target] = count
                 continue
             state.pending[target] = 0
-            query = scorer.query(state, target, sources)
-            if query is None:
+            prepared = scorer.prepare(state, target, sources, config.explain)
+            if prepared is None:
                 continue
             due.append(
                 _PendingRecommendation(
                     user_id=state.user_id,
                     target=target,
                     sources=sorted(d for d in state.interests if d in sources or d == target),
-                    query=query,
+                    prepared=prepared,
                     exclude=frozenset(state.seen.get(target, ()))
                     | frozenset(state.dismissed.get(target, ())),
                     # Built from validated fields: construct without validating again.
                     scorer=scorer,
-                    explainer=scorer.explainer(state, target, sources) if config.explain else None,
                     trigger=Trigger.model_construct(
                         event_id=event.event_id,
                         domain=event.domain,
@@ -472,12 +491,12 @@ class BatchProcessor:
         top = self.settings.recommendations.explain_top
         because: dict[int, list[list[Contribution]]] = {}
         for (target, scorer_id), positions in by_target.items():
-            index = scorers[scorer_id].index(target)
-            queries = np.stack([pending[p].query for p in positions])
+            scorer = scorers[scorer_id]
+            index = scorer.index(target)
+            queries, explainers = scorer.finish([pending[p].prepared for p in positions])
             results = top_k(index, queries, [pending[p].exclude for p in positions], k)
             ranked.update(zip(positions, results, strict=True))
-            for position, items in zip(positions, results, strict=True):
-                explainer = pending[position].explainer
+            for position, items, explainer in zip(positions, results, explainers, strict=True):
                 if explainer is not None and items:
                     because[position] = explainer.explain(index, items, top)
         recommendations = []
