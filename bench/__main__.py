@@ -25,11 +25,14 @@ from bench import (
     encoder_speed,
     faust_noop,
     quix_noop,
+    recovery,
+    scale_out,
     swap,
     topk,
+    training_speed,
     worker_throughput,
 )
-from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
+from bench.harness import FULL, NO_CUDA, QUICK, REPO, Context, Outcome, RowSpec
 from bench.report import DEFAULT_NOTE, machine, markdown, rows_json, write_json
 from stream.broker import start_broker, stop_broker
 from stream.logs import configure_logging
@@ -39,7 +42,10 @@ MODULES: tuple[ModuleType, ...] = (
     faust_noop,
     quix_noop,
     worker_throughput,
+    scale_out,
+    recovery,
     swap,
+    training_speed,
     encoder_speed,
     topk,
 )
@@ -49,7 +55,7 @@ log = logging.getLogger("bench")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller run, under 5 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller run, about 5 minutes")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument(
         "--markdown", type=Path, default=REPO / "BENCHMARKS.md", help="the table (BENCHMARKS.md)"
@@ -88,11 +94,12 @@ def _run_module(module: ModuleType, specs: list[RowSpec], ctx: Context) -> dict[
     results = {spec.name: outcomes.get(spec.name) or Outcome.failed(error) for spec in specs}
     for spec in specs:
         outcome = results[spec.name]
-        shown = (
-            f"{outcome.value:,.4g} {spec.unit}"
-            if outcome.value is not None
-            else f"FAILED: {(outcome.error or '').splitlines()[0]}"
-        )
+        if outcome.value is not None:
+            shown = f"{outcome.value:,.4g} {spec.unit}"
+        elif outcome.error == NO_CUDA:
+            shown = f"no GPU ({NO_CUDA})"
+        else:
+            shown = f"FAILED: {(outcome.error or '').splitlines()[0]}"
         print(f"   {spec.name}: {shown}", flush=True)
     print(f"   ({time.perf_counter() - started:.0f}s)", flush=True)
     return results
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop_broker(broker_dir)  # also one interrupted while starting; a no-op without one
-        if args.keep or any(outcome.value is None for outcome in outcomes.values()):
+        if args.keep or any(outcome.broken for outcome in outcomes.values()):
             print(f"scratch folder with logs kept: {workdir}", flush=True)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,27 +1,45 @@
 """Child process of the faust rows: a no-op faust-streaming agent that forwards every event.
 
-``--mode items`` iterates ``stream.items()``; ``--mode take`` iterates
-``stream.take(2000, within=0.2)`` batches, the pattern xdrec's worker is built on. Values are
-JSON-decoded and re-encoded by faust's codec, like the ceiling's ``json.loads``. Settings come
-from ``XDREC_*`` variables; the app id is the benchmark's, so is its consumer group.
+``--mode items`` iterates ``stream.items()`` and ``--mode take`` iterates
+``stream.take(2000, within=0.2)`` batches, each event sent with faust's own producer.
+``--mode take-confluent`` is the floor of xdrec's worker: the same agent shape as
+``stream.app`` (``take_events`` batches of ``worker.batch_size`` within
+``worker.batch_within_seconds``, handed to one worker thread that produces every event with
+confluent-kafka and flushes once per batch, the source offsets acked after that), with nothing
+of xdrec's work in between. Values are JSON-decoded and re-encoded, like the ceiling's
+``json.loads``. Settings come from ``XDREC_*`` variables; the app id is the benchmark's, so is
+its consumer group.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 
 from stream.settings import Settings
+from stream.transport import OutgoingMessage, make_producer, produce_all
 
 TAKE_BATCH = 2_000
 TAKE_WITHIN_S = 0.2
+MODES = ("items", "take", "take-confluent")
 
 
 def create_app(settings: Settings, mode: str, source: str, output: str, datadir: str) -> faust.App:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     brokers = [f"kafka://{address}" for address in settings.kafka.bootstrap_servers.split(",")]
     partitions = settings.topics.partitions
+    # The confluent floor commits like xdrec's worker does; the other modes keep faust's defaults.
+    commits: dict[str, Any] = (
+        {"broker_commit_every": settings.worker.batch_size, "broker_commit_interval": 1.0}
+        if mode == "take-confluent"
+        else {}
+    )
     app = faust.App(
         settings.app_id,
         broker=brokers,
@@ -31,7 +49,11 @@ def create_app(settings: Settings, mode: str, source: str, output: str, datadir:
         topic_partitions=partitions,
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
+        **commits,
     )
+    if mode == "take-confluent":
+        _forward_take_confluent(app, settings, source, output)
+        return app
     events = app.topic(source, key_serializer="raw", value_serializer="json", partitions=partitions)
     forwarded = app.topic(
         output, key_serializer="raw", value_serializer="json", partitions=partitions
@@ -44,7 +66,7 @@ def create_app(settings: Settings, mode: str, source: str, output: str, datadir:
             async for key, value in stream.items():
                 await forwarded.send(key=key, value=value)
 
-    elif mode == "take":
+    else:
 
         @app.agent(events, name="bench.forward-take")
         async def forward_take(stream: Any) -> None:
@@ -53,14 +75,40 @@ def create_app(settings: Settings, mode: str, source: str, output: str, datadir:
                 for value in batch:
                     await forwarded.send(value=value)
 
-    else:
-        raise ValueError(f"unknown mode {mode!r}: use items or take")
     return app
+
+
+def _forward_take_confluent(app: faust.App, settings: Settings, source: str, output: str) -> None:
+    """The agent of ``stream.app.create_app`` with the runtime's work reduced to forwarding."""
+    events = app.topic(
+        source,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topics.partitions,
+    )
+    producer = make_producer(settings)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-batch")
+
+    def forward(pairs: list[tuple[bytes | None, bytes]]) -> None:
+        messages = [
+            OutgoingMessage(output, key, json.dumps(json.loads(value)).encode("utf-8"))
+            for key, value in pairs
+        ]
+        produce_all(producer, messages)  # one produce() per event, one flush per batch
+
+    @app.agent(events, name="bench.forward-take-confluent", concurrency=1)
+    async def forward_take_confluent(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        async for batch in stream.take_events(
+            settings.worker.batch_size, within=settings.worker.batch_within_seconds
+        ):
+            pairs = [(event.message.key, event.message.value) for event in batch]
+            await loop.run_in_executor(executor, forward, pairs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", choices=["items", "take"], required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--datadir", required=True)

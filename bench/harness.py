@@ -22,6 +22,7 @@ from stream.settings import Settings, merge_sections
 from stream.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
+NO_CUDA = "no CUDA device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,16 @@ class Outcome:
     @classmethod
     def failed(cls, error: str) -> Outcome:
         return cls(value=None, error=error)
+
+    @classmethod
+    def no_gpu(cls) -> Outcome:
+        """A GPU row on a machine without one: failed, but nothing went wrong."""
+        return cls.failed(NO_CUDA)
+
+    @property
+    def broken(self) -> bool:
+        """Failed for a reason worth a look (not a GPU row on a CPU machine)."""
+        return self.value is None and self.error != NO_CUDA
 
 
 class Benchmark(Protocol):
@@ -75,6 +86,9 @@ class Sizes:
     min_events_per_s: float  # below this a wait for output gives up: the bound on wall time
     swap_events: int  # the hot-swap row streams these, the new version announced half-way
     swap_events_per_s: float  # about half of what one worker sustains on 2 cores
+    latency_seconds: float  # each paced latency run (worker, then the bare client)
+    recovery_keys: int  # user states in the changelog a fresh worker restores
+    train_examples: int  # training examples timed, whole batches of 512 (part of an epoch)
 
 
 QUICK = Sizes(
@@ -92,6 +106,9 @@ QUICK = Sizes(
     min_events_per_s=200.0,
     swap_events=4_000,
     swap_events_per_s=400.0,
+    latency_seconds=10.0,
+    recovery_keys=20_000,
+    train_examples=1_024,
 )
 
 FULL = Sizes(
@@ -100,7 +117,7 @@ FULL = Sizes(
     worker_events=20_000,
     worker_users=2_000,
     source_catalog_items=2_000,
-    encoder_texts=2_000,
+    encoder_texts=1_280,
     encoder_rounds=3,
     topk_items=100_000,
     topk_queries=256,
@@ -109,6 +126,9 @@ FULL = Sizes(
     min_events_per_s=200.0,
     swap_events=6_000,
     swap_events_per_s=400.0,
+    latency_seconds=25.0,
+    recovery_keys=100_000,
+    train_examples=5_120,
 )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Outcome, RowSpec
+from bench.harness import NO_CUDA, Outcome, RowSpec
 
 DEFAULT_NOTE = (
     "Measured on a shared {cores}-core machine with other work (CI runs) beside it: absolute "
@@ -114,7 +114,9 @@ def markdown(
         value = "failed" if row["value"] is None else _number(row["value"], spec.unit)
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.3f}"
         detail = outcomes[spec.name].detail
-        if "error" in row:
+        if row.get("error") == NO_CUDA:
+            value, detail = "no GPU", f"{NO_CUDA} on this machine"
+        elif "error" in row:
             detail = "error below"
             failures.append((spec.name, row["error"]))
         lines.append(
@@ -137,19 +139,32 @@ def markdown(
         "forwarding rows (ceiling, faust, quix) read the same pre-produced events (4 partitions) "
         "and are timed from their first output message to their last, as seen by one counting "
         "consumer in the parent process, so framework start-up is not counted. The ceiling "
-        "produces with xdrec's producer settings (`stream.transport.make_producer`); faust and "
-        "quix keep their own defaults.",
+        "and faust's `take_confluent` row produce with xdrec's producer settings "
+        "(`stream.transport.make_producer`); the other faust rows and quix keep their own "
+        "defaults. The worker rows preload the worker's item store (random unit vectors under "
+        "the real encoder's fingerprint), start the worker, then produce their events and time "
+        "from the first one produced to the last recommendation read.",
+        "",
+        "The latency rows pace events at half the rate the 10k-catalog worker just reached "
+        "(`bench/latency.py`) after warm-up events have come through; each event's `timestamp` is "
+        "the wall-clock time it is produced and each output is stamped with the wall clock of "
+        "the same process when it is read, so both ends use one clock. Every event must yield "
+        "one output; the percentiles are over all of them. `latency_samples.json` in the "
+        "scratch folder (`--keep`) has every latency in production order.",
         "",
         "The hot-swap rows (`bench/swap.py`, alone: `python -m bench.swap --json OUT.json`) "
         "stream events into one worker at a steady rate, announce a trained model half-way, "
         "read the worker's event-loop lag from /metrics every 100 ms and check that every event "
         "got exactly one recommendation across the swap; a lost or doubled one fails the rows.",
         "",
+        "GPU rows run only where `torch.cuda.is_available()`; elsewhere they show `no GPU`.",
+        "",
         "## Running",
         "",
         "```bash",
-        "python -m bench --json bench.json            # full run, 10-25 minutes on 2 cores",
-        "python -m bench --quick --json bench.json    # under 5 minutes, no 100k-catalog row",
+        "python -m bench --json bench.json            # full run, about 20 minutes on 2 cores",
+        "python -m bench --quick --json bench.json    # about 5 minutes: smaller sizes, no "
+        "100k-catalog row, synthetic training data",
         "```",
         "",
         "Extras: `pip install -r bench/requirements.txt` (sentence-transformers) into the project "

@@ -1,21 +1,27 @@
-"""Row 4: end-to-end events/s of one real xdrec worker, the figure the product is sized by.
+"""Row 4: end-to-end events/s of one real xdrec worker, the figure the product is sized by, and
+its event-time-to-recommendation latency at half that rate.
 
 Item embeddings are written straight into the worker's item store (random unit vectors under
 the real encoder's fingerprint) and the same items are published to the catalog topics, so the
 worker encodes nothing and the row measures the streaming path alone: faust, validation, state,
 scoring against the movies catalog, producing recommendations and changelog, RocksDB writes.
-Read against faust's no-op ``take()`` row, the ratio is the share of faust's own rate that is
-left once xdrec's work is added.
+Read against the no-op faust agent built the way the worker is (``take_events`` batches, one
+confluent produce per event, one flush per batch), the ratio is the share of that floor's rate
+left once xdrec's work is added. Right after, the same worker gets a paced stream at half the
+rate it just reached, and the bare confluent forwarder gets the same paced stream next, for the
+latency rows (``bench.latency``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from bench.faust_noop import TAKE
-from bench.harness import REPO, Context, Outcome, RowSpec
+from bench import latency
+from bench.faust_noop import TAKE_CONFLUENT
+from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
 from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog import ItemCatalog, text_digest
@@ -28,20 +34,37 @@ from stream.transport import OutgoingMessage
 ROW_10K = "xdrec_worker_events_per_s_catalog_10k"
 ROW_100K = "xdrec_worker_events_per_s_catalog_100k"
 NEEDS_BROKER = True
-_METHOD = (
+METHOD = (
     "one `xdrec worker` process, route movies <- books,music, top_k 10, every_n_events 1, "
-    "movies catalog of {n} items (embeddings preloaded), events over 2,000-item books and "
-    "music catalogs; first event produced to last recommendation received on recs.movies"
+    "movies catalog of {n} items (embeddings preloaded), {events} events of 2,000 users over "
+    "2,000-item books and music catalogs; first event produced to last recommendation "
+    "received on recs.movies"
 )
+_EVENTS = f"{FULL.worker_events:,} (quick: {QUICK.worker_events:,})"
+_SECONDS = f"{FULL.latency_seconds:.0f} s (quick: {QUICK.latency_seconds:.0f} s)"
 ROWS = (
-    RowSpec(ROW_10K, "events/s", TAKE, _METHOD.format(n="10,000")),
-    RowSpec(ROW_100K, "events/s", ROW_10K, _METHOD.format(n="100,000"), full_only=True),
+    RowSpec(
+        ROW_10K,
+        "events/s",
+        TAKE_CONFLUENT,
+        METHOD.format(n="10,000", events=_EVENTS) + "; target >= 0.7 of its peer",
+    ),
+    *latency.row_specs(_SECONDS),
+    RowSpec(
+        ROW_100K,
+        "events/s",
+        TAKE_CONFLUENT,
+        METHOD.format(n="100,000", events=f"{FULL.worker_events:,}")
+        + "; the notes give its ratio to the 10k-catalog row",
+        full_only=True,
+    ),
 )
 SOURCES = ("books", "music")
 TARGET = "movies"
+LATENCY_RATE = "latency_events_per_s"  # ctx.cache key: half the 10k row's rate
 
 
-def _encoder(ctx: Context, max_length: int) -> TextEncoder:
+def bench_encoder(ctx: Context, max_length: int) -> TextEncoder:
     """The real encoder, only for its fingerprint and dimension; loaded once per run."""
     key = f"text_encoder_{max_length}"
     if key not in ctx.cache:
@@ -64,87 +87,198 @@ def _items(domain: str, count: int) -> list[CatalogItem]:
     ]
 
 
-def prepare_catalog(
-    settings: Settings, encoder: TextEncoder, sizes: dict[str, int], seed: int
-) -> dict[str, list[str]]:
-    """Fill the worker's item store and publish the same items; returns domain -> item ids."""
-    rng = np.random.default_rng(seed)
-    path = settings.worker.state_dir / settings.worker.name / "items"
-    catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
-    messages = []
-    ids: dict[str, list[str]] = {}
-    try:
-        for domain, count in sizes.items():
-            items = _items(domain, count)
-            vectors = rng.standard_normal((count, encoder.dimension), dtype=np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            digests = [text_digest(item_text(item.title, item.text)) for item in items]
-            ids[domain] = [item.item_id for item in items]
-            catalog.add(domain, ids[domain], digests, vectors)
-            messages += [
-                OutgoingMessage(
-                    settings.topics.catalog(domain),
-                    item.item_id.encode("utf-8"),
-                    item.model_dump_json().encode("utf-8"),
-                )
-                for item in items
-            ]
-    finally:
-        catalog.close()
-    produce_fast(settings, messages)
-    return ids
-
-
-def measure(ctx: Context, name: str, catalog_items: int) -> Outcome:
-    sizes = ctx.sizes
-    settings = ctx.settings(
+def deployment(ctx: Context, name: str) -> Settings:
+    """Settings (and topics) of the worker rows: one route, a recommendation per event."""
+    return ctx.settings(
         name,
         domains=[*SOURCES, TARGET],
         recommendations={"routes": {TARGET: list(SOURCES)}, "top_k": 10, "every_n_events": 1},
     )
-    encoder = _encoder(ctx, settings.encoder.max_length)
-    catalog_sizes = {TARGET: catalog_items, **{d: sizes.source_catalog_items for d in SOURCES}}
-    ids = prepare_catalog(settings, encoder, catalog_sizes, seed=catalog_items)
-    events = synthetic_events(
-        settings, sizes.worker_events, sizes.worker_users, {d: ids[d] for d in SOURCES}, seed=2
-    )
-    worker = WorkerProcess(settings, ctx.scratch(name) / "worker.log", cwd=REPO)
+
+
+def fill_item_store(
+    settings: Settings, encoder: TextEncoder, sizes: dict[str, int], seed: int
+) -> dict[str, list[CatalogItem]]:
+    """Fill the item store of ``settings.worker.name`` so that the worker encodes nothing:
+    random unit vectors under the encoder's fingerprint; the same ones for the same seed."""
+    rng = np.random.default_rng(seed)
+    path = settings.worker.state_dir / settings.worker.name / "items"
+    catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
+    items: dict[str, list[CatalogItem]] = {}
     try:
-        worker.start(timeout=sizes.start_timeout_s)
-        counter = ArrivalCounter(settings, settings.topics.recs(TARGET), len(events))
-        counter.start()
-        counter.wait_ready()
-        started = time.perf_counter()
-        produce_fast(settings, events)
-        produced = time.perf_counter() - started
-        arrivals = counter.wait(ctx.wait_budget(len(events)), alive=worker.alive)
-        exited = worker.process.poll() if worker.process else None
+        for domain, count in sizes.items():
+            items[domain] = _items(domain, count)
+            vectors = rng.standard_normal((count, encoder.dimension), dtype=np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            digests = [text_digest(item_text(item.title, item.text)) for item in items[domain]]
+            catalog.add(domain, [item.item_id for item in items[domain]], digests, vectors)
     finally:
-        worker.stop()
+        catalog.close()
+    return items
+
+
+def publish_items(settings: Settings, items: dict[str, list[CatalogItem]]) -> None:
+    """The same items on the catalog topics, as a deployment has them."""
+    produce_fast(
+        settings,
+        [
+            OutgoingMessage(
+                settings.topics.catalog(domain),
+                item.item_id.encode("utf-8"),
+                item.model_dump_json().encode("utf-8"),
+            )
+            for domain, domain_items in items.items()
+            for item in domain_items
+        ],
+    )
+
+
+def prepare_catalog(
+    settings: Settings, encoder: TextEncoder, sizes: dict[str, int], seed: int
+) -> dict[str, list[str]]:
+    """Fill the worker's item store and publish the same items; returns domain -> item ids."""
+    items = fill_item_store(settings, encoder, sizes, seed)
+    publish_items(settings, items)
+    return {domain: [item.item_id for item in found] for domain, found in items.items()}
+
+
+def catalog_sizes(ctx: Context, movies: int) -> dict[str, int]:
+    return {TARGET: movies, **{domain: ctx.sizes.source_catalog_items for domain in SOURCES}}
+
+
+def worker_events(
+    ctx: Context, settings: Settings, ids: dict[str, list[str]]
+) -> list[OutgoingMessage]:
+    """The events of every worker throughput row: the same ones for the same catalog."""
+    sizes = ctx.sizes
+    sources = {domain: ids[domain] for domain in SOURCES}
+    return synthetic_events(settings, sizes.worker_events, sizes.worker_users, sources, seed=2)
+
+
+def throughput(
+    ctx: Context,
+    settings: Settings,
+    workers: Sequence[WorkerProcess],
+    events: list[OutgoingMessage],
+    note: str = "",
+) -> Outcome:
+    """Produce ``events`` to the running ``workers``; first produced to last recommendation."""
+    counter = ArrivalCounter(settings, settings.topics.recs(TARGET), len(events))
+    counter.start()
+    counter.wait_ready()
+    started = time.perf_counter()
+    produce_fast(settings, events)
+    produced = time.perf_counter() - started
+    arrivals = counter.wait(
+        ctx.wait_budget(len(events)), alive=lambda: all(w.alive() for w in workers)
+    )
     if arrivals.count < len(events):
-        why = f"worker exited with code {exited}" if exited is not None else "timed out"
-        tail = "\n".join(worker.log_file.read_text(errors="replace").splitlines()[-15:])
+        reasons = []
+        for worker in workers:
+            exited = worker.process.poll() if worker.process else None
+            tail = "\n".join(worker.log_file.read_text(errors="replace").splitlines()[-15:])
+            state = f"exited with code {exited}" if exited is not None else "still running"
+            reasons.append(f"worker {state}; log {worker.log_file}:\n{tail}")
         return Outcome.failed(
-            f"{arrivals.count}/{len(events)} recommendations ({why}); log {worker.log_file}:\n"
-            f"{tail}"
+            f"{arrivals.count}/{len(events)} recommendations in time; " + "\n".join(reasons)
         )
     rate = arrivals.rate_since(started)
     assert rate is not None and arrivals.last_at is not None
     return Outcome(
         rate,
-        detail=f"{len(events):,} events, {sizes.worker_users:,} users, "
-        f"{arrivals.last_at - started:.2f}s (producing took {produced:.2f}s)",
+        detail=f"{len(events):,} events, {ctx.sizes.worker_users:,} users, "
+        f"{arrivals.last_at - started:.2f}s (producing took {produced:.2f}s)" + note,
     )
 
 
+def measure(
+    ctx: Context, name: str, row: str, catalog_items: int, with_latency: bool
+) -> dict[str, Outcome]:
+    """The throughput row of one catalog size; with ``with_latency`` the same worker's latency
+    rows follow, at half the rate it reached."""
+    settings = deployment(ctx, name)
+    encoder = bench_encoder(ctx, settings.encoder.max_length)
+    ids = prepare_catalog(settings, encoder, catalog_sizes(ctx, catalog_items), seed=catalog_items)
+    events = worker_events(ctx, settings, ids)
+    worker = WorkerProcess(settings, ctx.scratch(name) / "worker.log", cwd=REPO)
+    results: dict[str, Outcome] = {}
+    try:
+        worker.start(timeout=ctx.sizes.start_timeout_s)
+        results[row] = outcome = throughput(ctx, settings, [worker], events)
+        if with_latency:
+            results.update(_worker_latency(ctx, settings, worker, ids, outcome))
+    finally:
+        worker.stop()
+    return results
+
+
+def _worker_latency(
+    ctx: Context,
+    settings: Settings,
+    worker: WorkerProcess,
+    ids: dict[str, list[str]],
+    throughput_row: Outcome,
+) -> dict[str, Outcome]:
+    """The worker's latency rows, paced at half its measured rate; the rate is kept for the
+    peer's run."""
+    rows = (latency.XDREC_P50, latency.XDREC_P99)
+    if throughput_row.value is None:
+        return latency.outcomes(RuntimeError(f"no rate to pace at: {ROW_10K} failed"), *rows, 0.0)
+    rate = throughput_row.value / 2
+    ctx.cache[LATENCY_RATE] = rate
+    sources = {domain: ids[domain] for domain in SOURCES}
+    stream = latency.live_events(
+        settings, ctx.sizes.worker_users, sources, latency.RUN_PREFIX, seed=3
+    )
+    try:
+        measured: latency.Latencies | Exception = latency.paced_latencies(
+            settings,
+            settings.topics.recs(TARGET),
+            stream,
+            latency.warm_up_events(settings, sources),
+            latency.trigger_of_recommendation,
+            rate,
+            ctx.sizes.latency_seconds,
+            worker.alive,
+            ctx.sizes.start_timeout_s,
+            worker.log_file.parent / "latency_samples.json",
+        )
+    except RuntimeError as exc:
+        measured = RuntimeError(f"{exc}; log {worker.log_file}")
+    window = settings.worker.batch_within_seconds
+    note = f"batches close at {settings.worker.batch_size} events or after {window:.1f} s"
+    return latency.outcomes(measured, *rows, rate, note)
+
+
+def _ceiling_latency(ctx: Context) -> dict[str, Outcome]:
+    """The latency peer, at the rate the worker's latency rows were paced at."""
+    rate = ctx.cache.get(LATENCY_RATE)
+    if rate is None:
+        error = RuntimeError(f"no rate to pace at: {ROW_10K} was not measured")
+        return latency.outcomes(error, latency.CEILING_P50, latency.CEILING_P99, 0.0)
+    try:
+        measured: latency.Latencies | Exception = latency.measure_ceiling(
+            ctx, rate, ctx.sizes.latency_seconds
+        )
+    except Exception as exc:  # the worker's rows stand without their peer
+        measured = exc
+    return latency.outcomes(measured, latency.CEILING_P50, latency.CEILING_P99, rate)
+
+
 def run(ctx: Context) -> dict[str, Outcome]:
-    results = {}
-    plan = [(ROW_10K, "worker_10k", 10_000)]
+    results: dict[str, Outcome] = {}
+    plan = [(ROW_10K, "worker_10k", 10_000, True)]
     if not ctx.quick:
-        plan.append((ROW_100K, "worker_100k", 100_000))
-    for row, name, items in plan:
+        plan.append((ROW_100K, "worker_100k", 100_000, False))
+    for row, name, items, with_latency in plan:
         try:
-            results[row] = measure(ctx, name, items)
+            results.update(measure(ctx, name, row, items, with_latency))
         except Exception as exc:  # the next catalog size still runs
             results[row] = Outcome.failed(f"{type(exc).__name__}: {exc}")
+        if with_latency:
+            results.update(_ceiling_latency(ctx))
+    small, large = results.get(ROW_10K), results.get(ROW_100K)
+    if small and large and small.value and large.value is not None:
+        ratio = f"; {large.value / small.value:.3f} x the 10k-catalog row"
+        results[ROW_100K] = Outcome(large.value, detail=large.detail + ratio)
     return results

@@ -1,0 +1,379 @@
+"""Event-time-to-output latency at a steady rate, for the worker and for the bare client.
+
+A paced producer writes events whose event time is the moment each one is produced
+(``time.time()`` in this process); a reader in this process takes ``time.time()`` when each
+output message is handed to it and keeps the difference. Both are this process's wall clock,
+so no clock skew enters. The reader waits for one message with ``poll()`` and then drains what
+is already queued, so a message is timestamped when it arrives, not when a batch read times
+out. The producer first sends warm-up events and waits for their outputs, so neither its own
+connection set-up (an idempotent producer's id) nor the consumer's start is in the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+
+from bench.harness import Child, Context, Outcome, RowSpec, child_env
+from bench.kafka_io import EVENT_TYPES, create_topic, wait_for_partitions
+from schemas import SCHEMA_VERSION, UserEvent
+from stream.sample import sample_items
+from stream.settings import Settings, settings_env
+from stream.transport import (
+    OutgoingMessage,
+    make_consumer,
+    make_producer,
+    produce_all,
+    produce_queued,
+)
+
+XDREC_P50 = "xdrec_latency_p50_ms"
+XDREC_P99 = "xdrec_latency_p99_ms"
+CEILING_P50 = "ceiling_confluent_latency_p50_ms"
+CEILING_P99 = "ceiling_confluent_latency_p99_ms"
+TARGET_P99_MS = 100.0
+RUN_PREFIX = "lat-"
+WARM_PREFIX = "warm-"
+_RATE = (
+    "at half the events/s the same worker just reached on the 10k-catalog row, for {seconds}; "
+    "events keyed over the same 2,000 users and source catalogs, event time = the wall-clock "
+    "time each is produced (this process), latency = this process's wall clock when the "
+    "recommendation reaches its reader minus the trigger's `event_time`"
+)
+_PEER = (
+    "the bare confluent-kafka forwarder of the ceiling row (consume, `json.loads`/`dumps`, "
+    "produce with xdrec's producer settings) given xdrec's batching, `consume(500, "
+    "timeout=0.2)` (as `worker.batch_size` and `batch_within_seconds`; its throughput setting "
+    "of 0.5 s would only add waiting), at the same rate and duration, over books events; "
+    "latency = forwarded event read minus its event time, same clock"
+)
+
+
+def row_specs(seconds: str) -> tuple[RowSpec, ...]:
+    """The four latency rows; ``seconds`` names the duration of each paced run."""
+    rate = _RATE.format(seconds=seconds)
+    return (
+        RowSpec(
+            XDREC_P50,
+            "ms",
+            CEILING_P50,
+            f"median event-time-to-recommendation latency of the 10k-catalog `xdrec worker` {rate}",
+        ),
+        RowSpec(
+            XDREC_P99,
+            "ms",
+            CEILING_P99,
+            f"99th percentile of the same latencies; target <= {TARGET_P99_MS:.0f} ms",
+        ),
+        RowSpec(CEILING_P50, "ms", None, f"median produce-to-consume latency of {_PEER}"),
+        RowSpec(CEILING_P99, "ms", None, "99th percentile of the same latencies"),
+    )
+
+
+def live_events(
+    settings: Settings,
+    users: int,
+    items: dict[str, Sequence[str]],
+    prefix: str,
+    seed: int,
+) -> Iterator[tuple[str, OutgoingMessage]]:
+    """Endless valid UserEvents whose event time is the moment each is generated, which the
+    paced producer does right before producing it."""
+    rng = random.Random(seed)
+    domains = sorted(items)
+    for number in count():
+        domain = rng.choice(domains)
+        user_id = f"u{rng.randrange(users):06d}"
+        event = UserEvent(
+            schema_version=SCHEMA_VERSION,
+            event_id=f"{prefix}{number:08d}",
+            user_id=user_id,
+            domain=domain,
+            item_id=rng.choice(items[domain]),
+            event_type=rng.choice(EVENT_TYPES),
+            timestamp=time.time(),
+        )
+        yield (
+            event.event_id,
+            OutgoingMessage(
+                settings.topics.events(domain),
+                user_id.encode("utf-8"),
+                event.model_dump_json().encode("utf-8"),
+            ),
+        )
+
+
+def trigger_of_recommendation(document: dict[str, Any]) -> tuple[str, float]:
+    trigger = document["trigger"]
+    return trigger["event_id"], trigger["event_time"]
+
+
+def trigger_of_event(document: dict[str, Any]) -> tuple[str, float]:
+    return document["event_id"], document["timestamp"]
+
+
+class LatencyReader(threading.Thread):
+    """Reads ``topic`` from its current end; per message: (event id, now - event time)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        trigger: Callable[[dict[str, Any]], tuple[str, float]],
+    ) -> None:
+        super().__init__(name=f"latency-{topic}", daemon=True)
+        self.settings = settings
+        self.topic = topic
+        self.trigger = trigger
+        self.samples: list[tuple[str, float]] = []
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def run(self) -> None:
+        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 10})
+        try:
+            assignment = []
+            for partition in wait_for_partitions(consumer, self.topic):
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, partition), timeout=10.0
+                )
+                assignment.append(TopicPartition(self.topic, partition, high))
+            consumer.assign(assignment)
+            consumer.poll(0.2)  # starts the fetchers; nothing can be there yet
+            self.ready.set()
+            while not self._stop_requested.is_set():
+                first = consumer.poll(0.05)
+                if first is None:
+                    continue
+                now = time.time()
+                for message in [first, *consumer.consume(10_000, timeout=0)]:
+                    if message.error():
+                        continue
+                    event_id, event_time = self.trigger(json.loads(message.value()))
+                    self.samples.append((event_id, now - event_time))
+        except BaseException as exc:  # reported by the caller; the thread must not die silently
+            self.error = exc
+        finally:
+            self.ready.set()
+            consumer.close()
+
+    def received(self, prefix: str) -> int:
+        return sum(1 for event_id, _ in list(self.samples) if event_id.startswith(prefix))
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self.join(10.0)
+
+
+class Pacer(threading.Thread):
+    """Produces ``planned`` events of ``stream`` at ``rate`` events/s with ``producer``."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        stream: Iterator[tuple[str, OutgoingMessage]],
+        rate: float,
+        planned: int,
+    ) -> None:
+        super().__init__(name="latency-pacer", daemon=True)
+        self.producer = producer
+        self.stream = stream
+        self.rate = rate
+        self.planned = planned
+        self.sent = 0
+        self.failures: list[str] = []
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: BaseException | None = None
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error.str()}")
+
+    def run(self) -> None:
+        try:
+            self.started_at = started = time.perf_counter()
+            while self.sent < self.planned:
+                due = min(self.planned, int((time.perf_counter() - started) * self.rate) + 1)
+                while self.sent < due:
+                    _, message = next(self.stream)  # stamps the event time: now
+                    produce_queued(
+                        self.producer,
+                        message.topic,
+                        message.value,
+                        message.key,
+                        on_delivery=self._on_delivery,
+                    )
+                    self.sent += 1
+                self.producer.poll(0)
+                time.sleep(0.001)
+            self.finished_at = time.perf_counter()
+            remaining = self.producer.flush(30.0)
+            if remaining:
+                self.failures.append(f"{remaining} events still queued after 30s")
+        except BaseException as exc:  # reported by the caller; the thread must not die silently
+            self.error = exc
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """The latencies of one paced run, in ms, and how many outputs were expected."""
+
+    values_ms: np.ndarray
+    expected: int
+    produced_s: float
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.values_ms, q))
+
+    def detail(self, rate: float) -> str:
+        return (
+            f"{len(self.values_ms):,}/{self.expected:,} events at {rate:,.0f}/s over "
+            f"{self.produced_s:.1f}s; max {float(np.max(self.values_ms)):.0f} ms"
+        )
+
+
+def paced_latencies(
+    settings: Settings,
+    output_topic: str,
+    stream: Iterator[tuple[str, OutgoingMessage]],
+    warm_up: list[OutgoingMessage],
+    trigger: Callable[[dict[str, Any]], tuple[str, float]],
+    rate: float,
+    seconds: float,
+    alive: Callable[[], bool],
+    start_timeout: float = 120.0,
+    samples_file: Path | None = None,
+) -> Latencies:
+    """Produce ``rate * seconds`` events of ``stream`` at ``rate`` and read their outputs.
+
+    ``warm_up`` (ids starting with ``warm-``) goes first through the same producer, and the
+    run starts once all their outputs are read. ``samples_file`` gets every latency in
+    production order, to look at a run afterwards."""
+    reader = LatencyReader(settings, output_topic, trigger)
+    reader.start()
+    planned = max(1, int(rate * seconds))
+    try:
+        if not reader.ready.wait(30.0) or reader.error is not None:
+            raise RuntimeError(f"reader of {output_topic} did not start: {reader.error}")
+        producer = make_producer(settings)
+        produce_all(producer, warm_up)
+        deadline = time.monotonic() + start_timeout
+        while reader.received(WARM_PREFIX) < len(warm_up):
+            if time.monotonic() > deadline or not alive() or reader.error is not None:
+                raise RuntimeError(
+                    f"{reader.received(WARM_PREFIX)}/{len(warm_up)} warm-up events came "
+                    f"through in {start_timeout:.0f}s (alive: {alive()}, error: {reader.error})"
+                )
+            time.sleep(0.05)
+        pacer = Pacer(producer, stream, rate, planned)
+        pacer.start()
+        pacer.join(seconds + 90.0)
+        if pacer.error is not None:
+            raise RuntimeError(f"producing events failed: {pacer.error}") from pacer.error
+        if pacer.failures:
+            raise RuntimeError(f"{len(pacer.failures)} events not acknowledged")
+        deadline = time.monotonic() + 30.0
+        while reader.received(RUN_PREFIX) < planned and time.monotonic() < deadline:
+            if not alive() or reader.error is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        reader.stop()
+    if reader.error is not None:
+        raise RuntimeError(f"reading {output_topic} failed: {reader.error}") from reader.error
+    seen: dict[str, float] = {}
+    for event_id, latency in reader.samples:
+        if event_id.startswith(RUN_PREFIX):
+            seen.setdefault(event_id, latency)  # a redelivered output counts once, the first
+    if samples_file is not None:
+        ordered = sorted(seen.items())
+        samples_file.write_text(
+            json.dumps({"rate": rate, "ms": [round(1000 * v, 1) for _, v in ordered]}) + "\n"
+        )
+    if len(seen) < planned:
+        raise RuntimeError(f"{len(seen)}/{planned} outputs read within 30s of the last event")
+    assert pacer.started_at is not None and pacer.finished_at is not None
+    produced = pacer.finished_at - pacer.started_at
+    return Latencies(1000.0 * np.fromiter(seen.values(), dtype=float), planned, produced)
+
+
+def warm_up_events(
+    settings: Settings, items: dict[str, Sequence[str]], count: int = 20
+) -> list[OutgoingMessage]:
+    """Events that prepare the path under test; their outputs are not counted."""
+    stream = live_events(settings, 50, items, WARM_PREFIX, seed=4)
+    return [next(stream)[1] for _ in range(count)]
+
+
+def outcomes(
+    latencies: Latencies | Exception, p50: str, p99: str, rate: float, note: str = ""
+) -> dict[str, Outcome]:
+    """The two percentile rows of one paced run (both failed with its error)."""
+    if isinstance(latencies, Exception):
+        error = f"{type(latencies).__name__}: {latencies}"
+        return {p50: Outcome.failed(error), p99: Outcome.failed(error)}
+    detail = latencies.detail(rate) + (f"; {note}" if note else "")
+    return {
+        p50: Outcome(latencies.percentile(50), detail=detail),
+        p99: Outcome(latencies.percentile(99), detail=detail),
+    }
+
+
+def measure_ceiling(ctx: Context, rate: float, seconds: float) -> Latencies:
+    """The peer: the bare forwarder at ``rate``, with the worker's batch size and window."""
+    settings = ctx.settings("ceiling_latency")
+    source = settings.topics.events("books")
+    output = f"{settings.topics.prefix}forwarded"
+    create_topic(settings, output, ctx.partitions)
+    books = [item["item_id"] for item in sample_items() if item["domain"] == "books"]
+    child = Child(
+        [
+            sys.executable,
+            "-m",
+            "bench.confluent_forward",
+            "--source",
+            source,
+            "--output",
+            output,
+            "--group",
+            settings.app_id,
+            "--batch",
+            str(settings.worker.batch_size),
+            "--timeout",
+            str(settings.worker.batch_within_seconds),
+        ],
+        ctx.scratch("ceiling_latency") / "child.log",
+        child_env(settings_env(settings)),
+    )
+    try:
+        child.start()
+        try:
+            return paced_latencies(
+                settings,
+                output,
+                live_events(settings, ctx.sizes.worker_users, {"books": books}, RUN_PREFIX, 5),
+                warm_up_events(settings, {"books": books}),
+                trigger_of_event,
+                rate,
+                seconds,
+                child.alive,
+                ctx.sizes.start_timeout_s,
+                ctx.scratch("ceiling_latency") / "latency_samples.json",
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; log {child.log_file}:\n{child.tail()}") from exc
+    finally:
+        child.stop()

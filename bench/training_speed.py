@@ -1,0 +1,210 @@
+"""Training speed: seconds per epoch of ``training.train.train_model``, the trainer's loop.
+
+An epoch here is 50,000 examples (a training window capped the way ``TrainConfig
+.max_examples`` caps one). A whole one takes minutes on a shared 2-core CPU, so a part of it
+(``Sizes.train_examples``, whole batches drawn from the epoch's examples) is timed and scaled:
+every batch costs the same, whichever examples it holds. Full runs use the shared food-kitchen
+dataset when it is there (``../shared/data/food-kitchen`` beside the repository): its item
+space and users' sequences, examples built with ``build_examples`` as the trainer builds them.
+Quick runs, and machines without the dataset, use a synthetic one of the same shape. The item
+text vectors are random unit vectors: the time of a batch depends on how many items and
+dimensions there are, not on the values, and encoding the dataset's 36k item texts would take
+minutes here. The peer is a plain PyTorch loop over the same model and batches with an
+in-batch softmax only, so the ratio is what xdrec's sampled negatives and masking add.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import statistics
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
+from training.item_space import ItemSpace
+from training.model import ModelConfig
+from training.train import (
+    Examples,
+    TrainConfig,
+    build_examples,
+    history_tensors,
+    new_model,
+    train_model,
+)
+
+CPU = "training_seconds_per_epoch_cpu"
+PLAIN = "plain_torch_seconds_per_epoch_cpu"
+GPU = "training_seconds_per_epoch_gpu"
+NEEDS_BROKER = False
+DATASET = REPO.parent / "shared" / "data" / "food-kitchen"
+TEXT_DIM = 384
+BATCH = 512
+EPOCH = 50_000  # examples per epoch the rows are scaled to
+ROUNDS = 3
+_DATA = (
+    f"one epoch = {EPOCH:,} examples; {FULL.train_examples:,} of them (quick: "
+    f"{QUICK.train_examples:,}) timed, scaled by {EPOCH:,} / that; examples of the shared "
+    "food-kitchen dataset (its item space and user sequences; synthetic of the same shape in "
+    "quick runs or when absent), random 384-dim unit text vectors, `ModelConfig()` defaults "
+    f"(dim 128, 4 experts, history 20), batch {BATCH}; after a one-batch warm-up, median of "
+    f"{ROUNDS} rounds alternated with the peer's"
+)
+ROWS = (
+    RowSpec(
+        CPU,
+        "s",
+        PLAIN,
+        "`training.train.train_model` (InfoNCE, in-batch and 256 sampled same-domain "
+        f"negatives, AdamW) on the CPU, seconds per epoch: {_DATA}",
+    ),
+    RowSpec(
+        PLAIN,
+        "s",
+        None,
+        "a plain PyTorch loop over the same `TransferModel`, examples and batches: user and "
+        "target vectors, in-batch softmax cross-entropy, AdamW; no sampled negatives, no "
+        "masking; CPU, seconds per epoch, same data",
+    ),
+    RowSpec(
+        GPU,
+        "s",
+        CPU,
+        "`train_model` as the CPU row on the first CUDA device (bf16 autocast, as it runs "
+        "there); only where `torch.cuda.is_available()`",
+    ),
+)
+
+
+def shared_data() -> tuple[ItemSpace, list[list[tuple[str, str]]]]:
+    """The dataset's item space and every user's ``(domain, item_id)`` sequence in time order."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    with (DATASET / "items.jsonl").open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                ids[str(row["domain"])].append(str(row["item_id"]))
+    events: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    with gzip.open(DATASET / "interactions.jsonl.gz", "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                row = json.loads(line)
+                events[row["user_id"]].append((row["ts"], row["domain"], str(row["item_id"])))
+    sequences = [[(d, i) for _, d, i in sorted(events[user])] for user in sorted(events)]
+    return ItemSpace.from_ids(dict(ids)), sequences
+
+
+def synthetic_data(examples: int, seed: int = 0) -> tuple[ItemSpace, list[list[tuple[str, str]]]]:
+    """Two domains (8,000 and 24,000 items, as food-kitchen's), users of 2-12 events, enough
+    of them for ``examples`` examples."""
+    rng = random.Random(seed)
+    ids = {
+        "food": [f"f{n:06d}" for n in range(8_000)],
+        "kitchen": [f"k{n:06d}" for n in range(24_000)],
+    }
+    sequences: list[list[tuple[str, str]]] = []
+    made = 0
+    while made < examples:
+        length = rng.randint(2, 12)
+        sequence = []
+        for _ in range(length):
+            domain = "kitchen" if rng.random() < 0.75 else "food"
+            sequence.append((domain, rng.choice(ids[domain])))
+        sequences.append(sequence)
+        made += length - 1
+    return ItemSpace.from_ids(ids), sequences
+
+
+def plain_seconds(
+    space: ItemSpace, text: np.ndarray, examples: Examples, config: ModelConfig, seed: int = 0
+) -> float:
+    """The peer: one pass over ``examples`` with the same model, in-batch softmax only, CPU."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = torch.device("cpu")
+    model = new_model(space, text, config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TrainConfig().learning_rate)
+    count = len(examples.targets)
+    started = time.perf_counter()
+    order = rng.permutation(count)
+    for start in range(0, count, BATCH):
+        batch = order[start : start + BATCH]
+        history, mask = history_tensors(examples.histories[batch], device)
+        targets = torch.as_tensor(examples.targets[batch])
+        logits = model.logits(model.user_vectors(history, mask), model.item_vectors(targets))
+        loss = F.cross_entropy(logits, torch.arange(len(batch)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def run(ctx: Context) -> dict[str, Outcome]:
+    timed = ctx.sizes.train_examples
+    use_shared = not ctx.quick and (DATASET / "items.jsonl").is_file()
+    started = time.perf_counter()
+    if use_shared:
+        space, sequences = shared_data()
+        source = f"food-kitchen ({len(sequences):,} users, {space.size:,} items)"
+    else:
+        space, sequences = synthetic_data(EPOCH)
+        source = f"synthetic ({len(sequences):,} users, {space.size:,} items)"
+    model_config = ModelConfig(text_dim=TEXT_DIM)
+    train = TrainConfig(epochs=1, batch_size=BATCH, device="cpu")
+    examples = build_examples(
+        space, sequences, model_config.max_history, train.cold_share, train.seed
+    )
+    built = len(examples.targets)
+    chosen = np.random.default_rng(train.seed).choice(built, min(timed, built), replace=False)
+    examples = Examples(examples.histories[chosen], examples.targets[chosen])
+    text = np.random.default_rng(1).standard_normal((space.size, TEXT_DIM), dtype=np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    prepared = time.perf_counter() - started
+    count = len(examples.targets)
+    scale = EPOCH / count
+    few = Examples(examples.histories[:BATCH], examples.targets[:BATCH])
+    train_model(space, text, few, model_config, train, progress=False)  # first-call allocations
+    plain_seconds(space, text, few, model_config)
+    ours: list[float] = []
+    plain: list[float] = []
+    for _ in range(ROUNDS):  # alternated, so drift on a shared machine hits both alike
+        ours.append(
+            train_model(space, text, examples, model_config, train, progress=False)[1]["seconds"]
+        )
+        plain.append(plain_seconds(space, text, examples, model_config))
+    detail = (
+        f"{count:,} of {built:,} examples from {source} timed, median of {ROUNDS}: "
+        f"{{seconds:.1f}}s; {torch.get_num_threads()} torch threads"
+    )
+    results = {
+        CPU: Outcome(
+            statistics.median(ours) * scale,
+            detail=detail.format(seconds=statistics.median(ours))
+            + f"; data ready in {prepared:.0f}s",
+        ),
+        PLAIN: Outcome(
+            statistics.median(plain) * scale,
+            detail=detail.format(seconds=statistics.median(plain)),
+        ),
+    }
+    if not torch.cuda.is_available():
+        results[GPU] = Outcome.no_gpu()
+        return results
+    on_gpu = TrainConfig(epochs=1, batch_size=BATCH, device="cuda")
+    train_model(space, text, few, model_config, on_gpu, progress=False)  # CUDA context, kernels
+    gpu = statistics.median(
+        train_model(space, text, examples, model_config, on_gpu, progress=False)[1]["seconds"]
+        for _ in range(ROUNDS)
+    )
+    results[GPU] = Outcome(
+        gpu * scale,
+        detail=f"{torch.cuda.get_device_name(0)}; {count:,} examples timed, median of "
+        f"{ROUNDS}: {gpu:.2f}s",
+    )
+    return results
