@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, WorkerProcess
+from support import REPO, WorkerProcess, isolated_settings
 
 from stream.broker import BrokerInfo, start_broker, stop_broker
-from stream.settings import Settings, merge_sections
-from stream.topics import create_topics
+from stream.settings import Settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,20 +41,8 @@ def make_settings(
     """Settings for an isolated deployment (own topic prefix, app id and state folder)."""
 
     def build(**overrides: object) -> Settings:
-        namespace = f"t{uuid.uuid4().hex[:8]}"
-        values: dict = {
-            "app_id": namespace,
-            "kafka": {"bootstrap_servers": kafka_broker.bootstrap_servers},
-            "topics": {"prefix": f"{namespace}.", "partitions": 2},
-            "metrics": {"port": 0, "refresh_seconds": 1.0},
-            "worker": {
-                "state_dir": str(tmp_path_factory.mktemp("state")),
-                "batch_within_seconds": 0.1,
-            },
-        }
-        settings = Settings(**merge_sections(values, overrides))
-        create_topics(settings)
-        return settings
+        state_dir = tmp_path_factory.mktemp("state")
+        return isolated_settings(kafka_broker.bootstrap_servers, state_dir, **overrides)
 
     return build
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
 from schemas import SCHEMA_VERSION, UserEvent
-from stream.settings import Settings
+from stream.settings import Settings, merge_sections
 from stream.supervisor import WorkerProcess
+from stream.topics import create_topics
 from stream.transport import (
     DeliveryError,
     OutgoingMessage,
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 __all__ = [
     "REPO",
     "WorkerProcess",
+    "isolated_settings",
     "produce",
     "produce_tracked",
     "read_topic",
@@ -49,6 +51,22 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def isolated_settings(bootstrap_servers: str, state_dir: Path, **overrides: object) -> Settings:
+    """Settings of a deployment of its own on that broker (topic prefix, app id, state folder),
+    with its topics created; ``overrides`` update whole sections key by key."""
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    values: dict = {
+        "app_id": namespace,
+        "kafka": {"bootstrap_servers": bootstrap_servers},
+        "topics": {"prefix": f"{namespace}.", "partitions": 2},
+        "metrics": {"port": 0, "refresh_seconds": 1.0},
+        "worker": {"state_dir": str(state_dir), "batch_within_seconds": 0.1},
+    }
+    settings = Settings(**merge_sections(values, overrides))
+    create_topics(settings)
+    return settings
 
 
 def produce(settings: Settings, messages: list[OutgoingMessage]) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from support import REPO, WorkerProcess, produce, read_topic, user_event
 
+from bench.resilience import RecSeen, compare_states, rec_groups, stored_states
 from stream.dataset import Dataset
 from stream.offline import replay_topics
 from stream.replay import replay_dataset
 from stream.sample import item_genre, sample_items, write_sample_dataset
 from stream.settings import Settings, settings_env
-from stream.state_store import UserStateStore
 from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
@@ -233,29 +233,16 @@ def test_worker_killed_and_restarted_applies_each_event_once(
     recs = recs_for(settings, all_ids, timeout=120)
     worker.stop()
 
-    # Recommendations: one per event, possibly repeated after the crash, with the same id.
-    by_trigger: dict[str, set[str]] = {}
-    for rec in recs:
-        by_trigger.setdefault(rec["trigger"]["event_id"], set()).add(rec["recommendation_id"])
-    assert set(by_trigger) == all_ids
-    assert all(len(ids) == 1 for ids in by_trigger.values())
+    # Recommendations: one per event and target, possibly repeated after the crash, with the
+    # same id.
+    groups = rec_groups(RecSeen.of(rec) for rec in recs)
+    assert {event_id for event_id, _ in groups} == all_ids
+    assert all(len(ids) == 1 for ids in groups.values())
 
-    expected = replay_topics(settings)
-    store = UserStateStore(settings.worker.state_dir / settings.worker.name / "users")
-    try:
-        actual = {state.user_id: state for state in store.users()}
-    finally:
-        store.close()
+    actual = stored_states(settings)
     assert set(actual) == set(users)
-    for user_id, state in actual.items():
-        reference = expected[user_id]
-        assert state.events_applied == reference.events_applied == 100
-        assert state.offsets == reference.offsets
-        assert state.seen == reference.seen
-        assert state.recent == reference.recent
-        for domain, interest in reference.interests.items():
-            assert interest.events == state.interests[domain].events
-            assert abs(interest.vector - state.interests[domain].vector).max() < 1e-5
+    assert all(state.events_applied == 100 for state in actual.values())
+    assert compare_states(actual, replay_topics(settings)) == {}
 
 
 def test_recommendations_explain_themselves_and_consume_shows_why(pipeline: Settings) -> None:

@@ -1,0 +1,430 @@
+"""Crash chaos: SIGKILL the worker at random moments under load, again and again, then prove
+that nothing was lost and nothing applied twice.
+
+``python -m bench.chaos --kills 10 --events 20000 --json OUT.json`` starts a local broker of
+its own in a temporary folder (or uses ``--bootstrap-servers``; a broker it started is stopped
+at the end, errors and Ctrl-C included), publishes the bundled sample catalog, and runs one
+real ``xdrec worker`` (route movies <- books, music; a recommendation per source event). The
+events (sample items, ``--users`` users, one record in ``--invalid-every`` refused by the
+validator on purpose) are split into ``kills + 1`` segments. For each incarnation of the worker:
+it starts (restarts), its segment is released to a producer pacing ``--rate`` records/s, and it
+gets SIGKILL, with whatever it has in flight, at one of two moments drawn at random:
+
+- ``random``: 0 to ``--max-delay`` seconds (uniform) after it finished its first batch, which
+  mostly lands in the middle of processing a batch;
+- ``on_output`` (a share ``--on-output-share`` of the kills): as soon as this process consumes
+  the first recommendation the incarnation published, which lands between a batch's outputs
+  and the commit of its source offsets: its events come again after the restart, and are
+  recognized as applied.
+
+After the last restart the stream is drained (every event committed, every source event
+recommended), the worker is stopped, and :func:`bench.resilience.audit` compares everything
+with an offline single pass.
+
+The figures, as defined in :mod:`bench.resilience`: ``lost`` (an acknowledged record that
+never changed its user's state nor reached the dead-letter topic), ``duplicated`` (a record
+applied to state more than once), ``state_mismatches`` (users whose stored state differs from
+the offline pass beyond ``tolerance`` on interest vectors, exactly elsewhere),
+``recs_missing`` (an applied source event without its recommendation), ``recs_conflicting``
+and ``recs_unexpected``, and separately ``recs_redelivered`` (copies of an already delivered
+recommendation id, which at-least-once delivery produces after a crash and consumers drop by
+id). ``kills_under_load`` counts kills with records produced but not yet committed by the
+worker group at that moment; ``redeliveries_skipped_at_least`` sums the worker's
+``xdrec_events_duplicate_total`` as last read before each kill (redelivered events recognized
+by the per-partition offsets in the user's state and skipped), ``dead_letters_redelivered``
+the dead letters written again for redelivered invalid records.
+
+Crash detection: the consumer group notices a SIGKILLed member only when its session expires.
+faust's default session timeout is 60 s, which would make ten kills take over ten minutes, so
+the workers run with ``--session-timeout`` (10 s; faust reads ``BROKER_SESSION_TIMEOUT``). It
+changes how soon partitions move, never what is delivered.
+
+Benchmarks are measurements, not tests: the exit code is 1 when the guarantee broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import resilience
+from stream.broker import start_broker, stop_broker
+from stream.logs import configure_logging
+from stream.offline import replay_topics
+from stream.settings import Settings, merge_sections
+from stream.supervisor import WorkerProcess
+from stream.topics import create_topics
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_TIMEOUT_ENV = "BROKER_SESSION_TIMEOUT"
+CONSUMED = "xdrec_events_consumed_total"
+DUPLICATES = "xdrec_events_duplicate_total"
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosPlan:
+    """One run; the defaults finish in a few minutes on two cores."""
+
+    kills: int = 10
+    events: int = 20_000
+    users: int = 1_000
+    rate: float = 1_000.0  # records/s while a segment is released
+    partitions: int = 4
+    invalid_every: int = 200
+    max_delay_s: float = 4.0
+    on_output_share: float = 0.5  # kills right as the incarnation's first outputs appear
+    session_timeout_s: float = 10.0
+    start_timeout_s: float = 300.0
+    drain_timeout_s: float = 600.0
+    seed: int = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """One SIGKILL: when in the incarnation, what it had done, what was in flight."""
+
+    incarnation: int
+    moment: str  # "random" (a delay after the first batch) or "on_output" (first recs seen)
+    uptime_s: float  # since the incarnation was ready and assigned
+    delay_s: float | None  # after its first finished batch, for "random"
+    consumed: int  # events this incarnation had finished, as last read from /metrics
+    backlog: int  # records not committed by the group when it died: redelivered next
+    restart_s: float = 0.0  # from the kill to the next incarnation ready and assigned
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] chaos: {message}", flush=True)
+
+
+@contextlib.contextmanager
+def session_timeout(seconds: float) -> Iterator[None]:
+    """Children started inside see ``BROKER_SESSION_TIMEOUT`` (faust's setting)."""
+    previous = os.environ.get(SESSION_TIMEOUT_ENV)
+    os.environ[SESSION_TIMEOUT_ENV] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SESSION_TIMEOUT_ENV, None)
+        else:
+            os.environ[SESSION_TIMEOUT_ENV] = previous
+
+
+class Watch:
+    """One incarnation's /metrics, read every quarter second while waiting for a moment."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.port = worker.metrics_port()
+        self.last: dict[str, float] = {}
+
+    def count(self, name: str) -> int:
+        return int(self.last.get(name, 0))
+
+    def until(self, moment: Callable[[], bool], timeout: float, what: str) -> float:
+        """Until ``moment()`` holds; returns when. Fails if the worker exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        next_read = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_read:
+                next_read = now + 0.25
+                with contextlib.suppress(OSError):
+                    self.last = resilience.scrape(self.port)
+            if moment():
+                return now
+            if not self.worker.alive():
+                raise RuntimeError(f"worker exited before {what}; see {self.worker.log_file}")
+            if now > deadline:
+                raise RuntimeError(f"no {what} in {timeout:.0f}s; see {self.worker.log_file}")
+            time.sleep(0.01)
+
+
+def _await_moment(
+    watch: Watch, collector: resilience.RecCollector, plan: ChaosPlan, rng: random.Random
+) -> tuple[str, float | None]:
+    """Block until the moment to kill the watched incarnation; returns its kind and delay."""
+    if rng.random() < plan.on_output_share:
+        seen = len(collector.recs)
+        watch.until(lambda: len(collector.recs) > seen, plan.start_timeout_s, "output")
+        return "on_output", None
+    delay = rng.uniform(0.0, plan.max_delay_s)
+    first = watch.until(lambda: watch.count(CONSUMED) > 0, plan.start_timeout_s, "first batch")
+    watch.until(lambda: time.monotonic() >= first + delay, 60.0, "the moment")
+    return "random", delay
+
+
+def measure(
+    settings: Settings,
+    plan: ChaosPlan,
+    workdir: Path,
+    progress: Callable[[str], None] = say,
+) -> dict[str, Any]:
+    """Run the plan against ``settings``' deployment (topics created) and audit it."""
+    started = time.perf_counter()
+    rng = random.Random(plan.seed)
+    items = resilience.sample_catalog()
+    resilience.publish_catalog(settings, items)
+    encoder = resilience.MemoEncoder(device="cpu")
+    resilience.prefill_items(settings, encoder, items, [settings.worker.name])
+    planned = list(
+        resilience.workload(
+            settings, plan.events, plan.users, plan.seed, invalid_every=plan.invalid_every
+        )
+    )
+    segments = [round(len(planned) * (k + 1) / (plan.kills + 1)) for k in range(plan.kills + 1)]
+    collector = resilience.RecCollector(settings, settings.recommendations.routes or {})
+    collector.start()
+    producer = resilience.TrackedProducer(settings, iter(planned), plan.rate, allowed=0)
+    producer.start()
+    worker = WorkerProcess(settings, workdir / "worker.log", cwd=REPO)
+    kills: list[Kill] = []
+    skipped_redeliveries = 0
+    setup_s = time.perf_counter() - started
+    progress(
+        f"{len(planned):,} records in {len(segments)} segments, {plan.kills} kills, "
+        f"{plan.users:,} users, {settings.topics.partitions} partitions (setup {setup_s:.1f}s)"
+    )
+    try:
+        with session_timeout(plan.session_timeout_s):
+            killed_at: float | None = None
+            for incarnation in range(plan.kills + 1):
+                worker.start(timeout=plan.start_timeout_s)
+                ready_at = time.monotonic()
+                if killed_at is not None:
+                    kills[-1] = _with_restart(kills[-1], ready_at - killed_at)
+                producer.allow(segments[incarnation])
+                if incarnation == plan.kills:
+                    progress(f"incarnation {incarnation} ready: last segment, draining")
+                    break
+                watch = Watch(worker)
+                moment, delay = _await_moment(watch, collector, plan, rng)
+                worker.kill()
+                killed_at = time.monotonic()
+                skipped_redeliveries += watch.count(DUPLICATES)
+                kill = Kill(
+                    incarnation=incarnation,
+                    moment=moment,
+                    uptime_s=round(killed_at - ready_at, 2),
+                    delay_s=round(delay, 2) if delay is not None else None,
+                    consumed=watch.count(CONSUMED),
+                    backlog=resilience.committed_lag(settings),
+                )
+                kills.append(kill)
+                progress(
+                    f"kill {len(kills)}/{plan.kills} ({moment}): SIGKILL {kill.uptime_s:.1f}s "
+                    f"after ready, {kill.consumed:,}+ events done by this incarnation, "
+                    f"{kill.backlog:,} uncommitted, produced {producer.produced:,}/{len(planned):,}"
+                )
+            stream_s = time.perf_counter() - started - setup_s
+            producer.wait(plan.drain_timeout_s)
+            drain_s = resilience.wait_drained(
+                settings,
+                producer,
+                collector,
+                plan.drain_timeout_s,
+                alive=worker.alive,
+                progress=progress,
+            )
+            final = resilience.scrape(worker.metrics_port())
+            skipped_redeliveries += int(final.get(DUPLICATES, 0))
+        worker.stop()
+        progress(f"drained in {drain_s:.1f}s; worker stopped, auditing")
+        audit_started = time.perf_counter()
+        recs = collector.stop()
+        letters = resilience.dead_letters(settings)
+        states = resilience.stored_states(settings)
+        reference = replay_topics(settings, encoder)
+        result = resilience.audit(settings, producer.sent, states, reference, recs, letters)
+        audit_s = time.perf_counter() - audit_started
+    finally:
+        worker.stop()
+        producer.stop()
+        if collector.is_alive():
+            collector.stop()
+    restarts = [k.restart_s for k in kills]
+    figures = result.figures()
+    return {
+        "kills": len(kills),
+        "events": result.events,
+        "lost": result.lost,
+        "duplicated": result.duplicated,
+        "state_mismatches": result.state_mismatches,
+        "recs_missing": result.recs_missing,
+        "recs_conflicting": result.recs_conflicting,
+        "recs_unexpected": result.recs_unexpected,
+        "recs_redelivered": result.recs_redelivered,
+        "kills_under_load": sum(1 for k in kills if k.backlog > 0),
+        "redeliveries_skipped_at_least": skipped_redeliveries,
+        **{k: v for k, v in figures.items() if k not in {"events"}},
+        "tolerance": resilience.TOLERANCE,
+        "seconds": {
+            "total": round(time.perf_counter() - started, 1),
+            "setup": round(setup_s, 1),
+            "kills_and_restarts": round(stream_s, 1),
+            "drain": round(drain_s, 1),
+            "audit": round(audit_s, 1),
+            "restart_mean": round(statistics.fmean(restarts), 1) if restarts else None,
+            "restart_max": round(max(restarts), 1) if restarts else None,
+        },
+        "plan": asdict(plan),
+        "kill_log": [asdict(k) for k in kills],
+    }
+
+
+def _with_restart(kill: Kill, seconds: float) -> Kill:
+    return Kill(**{**asdict(kill), "restart_s": round(seconds, 2)})
+
+
+def problems(result: dict[str, Any] | None) -> list[str]:
+    if result is None:
+        return ["no result"]
+    wrong = [f"{name}={result[name]}" for name in resilience.FAILURES if result[name]]
+    if result["kills"] < result["plan"]["kills"]:
+        wrong.append(f"only {result['kills']} of {result['plan']['kills']} kills")
+    return wrong
+
+
+def summary(result: dict[str, Any]) -> str:
+    seconds = result["seconds"]
+    verdict = "OK" if not problems(result) else "WRONG: " + "; ".join(problems(result))
+    return (
+        f"chaos: {result['kills']} kills ({result['kills_under_load']} under load), "
+        f"{result['events']:,} records: lost={result['lost']} duplicated={result['duplicated']} "
+        f"state_mismatches={result['state_mismatches']} recs_missing={result['recs_missing']} "
+        f"(recs_redelivered={result['recs_redelivered']}, redeliveries skipped >= "
+        f"{result['redeliveries_skipped_at_least']}); {seconds['total']:.0f}s total, restart "
+        f"mean {seconds['restart_mean']}s: {verdict}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = ChaosPlan()
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.chaos", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--kills", type=int, default=defaults.kills, help="SIGKILLs in the run")
+    parser.add_argument("--events", type=int, default=defaults.events, help="records to stream")
+    parser.add_argument("--users", type=int, default=defaults.users, help="distinct users")
+    parser.add_argument(
+        "--rate", type=float, default=defaults.rate, help="records/s while a segment is produced"
+    )
+    parser.add_argument("--partitions", type=int, default=defaults.partitions)
+    parser.add_argument(
+        "--invalid-every",
+        type=int,
+        default=defaults.invalid_every,
+        help="one record in N is refused on purpose (0: none)",
+    )
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=defaults.max_delay_s,
+        help="a kill comes 0..N s after the incarnation's first finished batch",
+    )
+    parser.add_argument(
+        "--on-output-share",
+        type=float,
+        default=defaults.on_output_share,
+        help="share of kills made as soon as the incarnation's first recommendation appears",
+    )
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=defaults.session_timeout_s,
+        help="consumer group session timeout of the workers, seconds",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument(
+        "--bootstrap-servers", help="use this broker instead of starting a local one"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
+    parser.add_argument("--log-level", default="warning", help="log level of this process")
+    return parser
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM would end Python without running finally blocks, leaving the broker and the
+    # worker (each in its own session) running: turn it into Ctrl-C.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.chaos``: 0 when nothing was lost or doubled, 1 otherwise, 130 when
+    interrupted."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    plan = ChaosPlan(
+        kills=args.kills,
+        events=args.events,
+        users=args.users,
+        rate=args.rate,
+        partitions=args.partitions,
+        invalid_every=args.invalid_every,
+        max_delay_s=args.max_delay,
+        on_output_share=args.on_output_share,
+        session_timeout_s=args.session_timeout,
+        seed=args.seed,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="xdrec-bench-chaos-"))
+    broker_dir = workdir / "broker"
+    result: dict[str, Any] | None = None
+    try:
+        bootstrap = args.bootstrap_servers
+        if bootstrap is None:
+            say(f"starting a local broker in {broker_dir}")
+            bootstrap = start_broker(broker_dir).bootstrap_servers
+        app_id = f"bench-chaos-{uuid.uuid4().hex[:6]}"
+        values = {
+            "app_id": app_id,
+            "kafka": {"bootstrap_servers": bootstrap},
+            "topics": {"prefix": f"{app_id}."},
+        }
+        overrides = resilience.deployment(workdir / "state", plan.partitions)
+        settings = Settings(**merge_sections(values, overrides))
+        create_topics(settings)
+        result = measure(settings, plan, workdir)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    finally:
+        if args.bootstrap_servers is None:
+            stop_broker(broker_dir)  # a no-op when none was started
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if args.keep or problems(result):
+            print(f"scratch folder with logs kept: {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(summary(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        say(f"wrote {args.json}")
+    wrong = problems(result)
+    for problem in wrong:
+        print(f"chaos: WRONG: {problem}", file=sys.stderr)
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
