@@ -8,6 +8,7 @@ once at the edge (the CLI) and passed in; no module reads settings from a global
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from pydantic_settings import (
 )
 
 DOMAIN_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+# The --config file of the settings being built (load_settings), else XDREC_CONFIG.
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("xdrec_config_file", default=None)
 
 
 class KafkaSettings(BaseModel):
@@ -278,7 +281,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("XDREC_CONFIG")
+        config_file = _CONFIG_FILE.get() or os.environ.get("XDREC_CONFIG")
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
@@ -289,11 +292,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     Raises ``ValueError`` with the offending keys when the file or environment is invalid.
     """
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ValueError(f"config file {config_file} does not exist")
-        os.environ["XDREC_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        raise ValueError(f"config file {config_file} does not exist")
+    # For this construction only: the process environment is left as it was.
+    token = _CONFIG_FILE.set(str(config_file))
+    try:
+        return Settings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

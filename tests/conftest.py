@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def no_settings_leak() -> Iterator[None]:
+    """Fail a test that leaves XDREC_* variables behind: later tests would silently build
+    their settings from them (another test's config file, credentials, domains)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("XDREC_")}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith("XDREC_")}
+    for key in set(after) - set(before):
+        del os.environ[key]
+    os.environ.update(before)
+    assert after == before, f"test changed XDREC_* variables: {sorted(set(after) ^ set(before))}"
 
 
 @pytest.fixture(scope="session")
