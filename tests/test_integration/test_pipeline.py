@@ -191,7 +191,11 @@ def test_malformed_events_go_to_dead_letters_with_reason(pipeline: Settings) -> 
     for letter in letters:
         assert letter["topic"] == topic and letter["detail"]
         original = base64.b64decode(letter["original"])
-        assert (original, letter["reason"]) in bad
+        if letter["truncated"]:  # an oversized record's letter keeps its first bytes
+            assert any(p.startswith(original) and r == letter["reason"] for p, r in bad)
+            assert letter["original_bytes"] > len(original)
+        else:
+            assert (original, letter["reason"]) in bad
     recs_for(pipeline, set(valid_ids))  # every valid event around them was processed
 
 
