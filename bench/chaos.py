@@ -46,30 +46,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import resilience
-from stream.broker import start_broker, stop_broker
-from stream.logs import configure_logging
+from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
 from stream.offline import replay_topics
-from stream.settings import Settings, merge_sections
+from stream.settings import Settings
 from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT_ENV = "BROKER_SESSION_TIMEOUT"
@@ -131,11 +122,11 @@ class Watch:
 
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
-        self.port = worker.metrics_port()
-        self.last: dict[str, float] = {}
+        self.metrics = MetricsPoller(worker.metrics_port(), 0.25)
 
     def count(self, name: str) -> int:
-        return int(self.last.get(name, 0))
+        """``name``'s value as last read (a failed read keeps the one before)."""
+        return int(self.metrics.last.get(name, 0))
 
     def until(self, moment: Callable[[], bool], timeout: float, what: str) -> float:
         """Until ``moment()`` holds; returns when. Fails if the worker exits or time runs out."""
@@ -144,9 +135,8 @@ class Watch:
         while True:
             now = time.monotonic()
             if now >= next_read:
-                next_read = now + 0.25
-                with contextlib.suppress(OSError):
-                    self.last = resilience.scrape(self.port)
+                next_read = now + self.metrics.interval
+                self.metrics.poll()
             if moment():
                 return now
             if not self.worker.alive():
@@ -352,27 +342,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
-    parser.add_argument(
-        "--bootstrap-servers", help="use this broker instead of starting a local one"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
-    parser.add_argument("--log-level", default="warning", help="log level of this process")
+    add_run_arguments(parser)
     return parser
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM would end Python without running finally blocks, leaving the broker and the
-    # worker (each in its own session) running: turn it into Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.chaos``: 0 when nothing was lost or doubled, 1 otherwise, 130 when
     interrupted."""
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     plan = ChaosPlan(
         kills=args.kills,
         events=args.events,
@@ -385,45 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         session_timeout_s=args.session_timeout,
         seed=args.seed,
     )
-    workdir = Path(tempfile.mkdtemp(prefix="xdrec-bench-chaos-"))
-    broker_dir = workdir / "broker"
-    result: dict[str, Any] | None = None
-    try:
-        bootstrap = args.bootstrap_servers
-        if bootstrap is None:
-            say(f"starting a local broker in {broker_dir}")
-            bootstrap = start_broker(broker_dir).bootstrap_servers
-        app_id = f"bench-chaos-{uuid.uuid4().hex[:6]}"
-        values = {
-            "app_id": app_id,
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": f"{app_id}."},
-        }
-        overrides = resilience.deployment(workdir / "state", plan.partitions)
-        settings = Settings(**merge_sections(values, overrides))
-        create_topics(settings)
-        result = measure(settings, plan, workdir)
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
-    finally:
-        if args.bootstrap_servers is None:
-            stop_broker(broker_dir)  # a no-op when none was started
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        if args.keep or problems(result):
-            print(f"scratch folder with logs kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(summary(result), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        say(f"wrote {args.json}")
-    wrong = problems(result)
-    for problem in wrong:
-        print(f"chaos: WRONG: {problem}", file=sys.stderr)
-    return 1 if wrong else 0
+    return run_benchmark(
+        "chaos",
+        args,
+        lambda workdir: resilience.deployment(workdir / "state", plan.partitions),
+        lambda settings, workdir: measure(settings, plan, workdir),
+        summary=summary,
+        problems=problems,
+        say=say,
+    )
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 ``--mode items`` iterates ``stream.items()`` and ``--mode take`` iterates
 ``stream.take(2000, within=0.2)`` batches, each event sent with faust's own producer.
 ``--mode take-confluent`` is the floor of xdrec's worker: the same agent shape as
-``stream.app`` (``take_events`` batches of ``worker.batch_size`` within
-``worker.batch_within_seconds``, handed to one worker thread that produces every event with
-confluent-kafka and flushes once per batch, the source offsets acked after that), with nothing
-of xdrec's work in between. Values are JSON-decoded and re-encoded, like the ceiling's
-``json.loads``. Settings come from ``XDREC_*`` variables; the app id is the benchmark's, so is
-its consumer group.
+``stream.app`` (events taken without automatic acks into natural batches of up to
+``worker.batch_size``, :func:`stream.batching.process_in_batches`, each handed to one worker
+thread that produces every event with confluent-kafka and flushes once per batch, the source
+offsets acked after that), with nothing of xdrec's work in between. Values are JSON-decoded
+and re-encoded, like the ceiling's ``json.loads``. Settings come from ``XDREC_*`` variables;
+the app id is the benchmark's, so is its consumer group.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 
+from stream.batching import process_in_batches
 from stream.settings import Settings
 from stream.transport import OutgoingMessage, make_producer, produce_all
 
@@ -99,11 +100,13 @@ def _forward_take_confluent(app: faust.App, settings: Settings, source: str, out
     @app.agent(events, name="bench.forward-take-confluent", concurrency=1)
     async def forward_take_confluent(stream: Any) -> None:
         loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(
-            settings.worker.batch_size, within=settings.worker.batch_within_seconds
-        ):
+
+        async def handle(batch: list[Any]) -> None:
             pairs = [(event.message.key, event.message.value) for event in batch]
             await loop.run_in_executor(executor, forward, pairs)
+
+        worker = settings.worker
+        await process_in_batches(stream, handle, worker.batch_size, worker.batch_within_seconds)
 
 
 def main() -> None:

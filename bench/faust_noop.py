@@ -40,8 +40,9 @@ ROWS = (
         "events/s",
         CEILING,
         "no-op faust-streaming agent shaped like xdrec's worker (`stream.app`): "
-        "`stream.take_events(500, within=0.2)` (faust's `take()` yielding events, so keys "
-        "travel; xdrec's `worker.batch_size` and `batch_within_seconds`), each batch handed to "
+        "events taken with `stream.noack()` into natural batches of up to 500 "
+        "(`stream.batching.process_in_batches`: the next batch is what arrived while the last "
+        "one ran; xdrec's `worker.batch_size` and `batch_within_seconds`), each batch handed to "
         "one worker thread that `json.loads`/`dumps` every value and produces it keyed with "
         "confluent-kafka (`stream.transport.produce_all`: one `produce()` per event, one "
         "`flush()` per batch, xdrec's producer settings), offsets acked after the flush and "

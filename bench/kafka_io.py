@@ -1,37 +1,125 @@
-"""Kafka plumbing of the benchmarks: synthetic events, fast producing, counting arrivals.
+"""Kafka plumbing of the benchmarks: synthetic events, fast and paced producing, counting
+arrivals, reading a worker's /metrics, and the scaffolding of a command-line benchmark on a
+broker of its own (:func:`run_benchmark`).
 
 Every throughput row is read the same way, by :class:`ArrivalCounter` in the parent process, so
-rows measured through different frameworks stay comparable.
+rows measured through different frameworks stay comparable. Every benchmark that streams at a
+steady rate (latency, hot swap, chaos, soak) draws its events from :func:`event_stream`,
+produces them with :class:`PacedProducer` and reads the worker's /metrics with
+:class:`MetricsPoller`, so the figures of one benchmark mean the same in another.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import random
+import shutil
+import signal
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
+    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import SCHEMA_VERSION, UserEvent
-from stream.settings import Settings
+from stream.broker import start_broker, stop_broker
+from stream.logs import configure_logging
+from stream.settings import Settings, merge_sections
+from stream.topics import create_topics
 from stream.transport import (
     OutgoingMessage,
     make_admin,
     make_consumer,
     make_producer,
     produce_all,
+    produce_queued,
 )
 
+log = logging.getLogger(__name__)
+
 EVENT_TYPES = ("view", "click", "purchase")  # all with positive weight: each one yields a rec
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One record to produce; ``event_id`` None marks a record that must be dead-lettered."""
+
+    event_id: str | None
+    user_id: str
+    domain: str
+    message: OutgoingMessage
+
+
+def event_stream(
+    settings: Settings,
+    items: Mapping[str, Sequence[str]],
+    users: int,
+    seed: int,
+    *,
+    count: int | None = None,
+    weights: Sequence[float] | None = None,
+    id_prefix: str | None = None,
+    user_digits: int = 6,
+    start_ts: float | None = None,
+    step_s: float = 0.0,
+    spoil: Callable[[int, str, str], bytes | None] | None = None,
+) -> Iterator[Planned]:
+    """The benchmarks' one source of synthetic UserEvents, keyed by user, in event-time order:
+    ``count`` of them (endless for None) over ``items`` (domain -> ids; domains drawn in this
+    order with ``weights``, uniformly without) of ``users`` users.
+
+    Event ``number`` has the id ``id_prefix`` (default ``e{seed}-``) + ``number`` and the time
+    ``start_ts + number * step_s``; with ``start_ts`` None the moment it is drawn, so a
+    :class:`PacedProducer`, which draws each record right before producing it, stamps events
+    as it produces them. ``spoil(number, user_id, domain)`` may return the value of a record
+    the worker must refuse, which takes that event's place. The same ``seed`` and arguments
+    give the same records."""
+    rng = random.Random(seed)
+    domains = list(items)
+    prefix = f"e{seed}-" if id_prefix is None else id_prefix
+    number = 0
+    while count is None or number < count:
+        domain = rng.choice(domains) if weights is None else rng.choices(domains, weights)[0]
+        user_id = f"u{rng.randrange(users):0{user_digits}d}"
+        topic = settings.topics.events(domain)
+        key = user_id.encode("utf-8")
+        refused = spoil(number, user_id, domain) if spoil is not None else None
+        if refused is not None:
+            yield Planned(None, user_id, domain, OutgoingMessage(topic, key, refused))
+        else:
+            event = UserEvent(
+                schema_version=SCHEMA_VERSION,
+                event_id=f"{prefix}{number:08d}",
+                user_id=user_id,
+                domain=domain,
+                item_id=rng.choice(items[domain]),
+                event_type=rng.choice(EVENT_TYPES),
+                timestamp=time.time() if start_ts is None else start_ts + number * step_s,
+            )
+            value = event.model_dump_json().encode("utf-8")
+            yield Planned(event.event_id, user_id, domain, OutgoingMessage(topic, key, value))
+        number += 1
 
 
 def synthetic_events(
@@ -43,30 +131,10 @@ def synthetic_events(
     start_ts: float | None = None,
 ) -> list[OutgoingMessage]:
     """``count`` valid UserEvents over ``items`` (domain -> ids), in event-time order."""
-    rng = random.Random(seed)
-    domains = sorted(items)
     clock = start_ts if start_ts is not None else time.time() - 30 * 86_400
-    out = []
-    for number in range(count):
-        domain = rng.choice(domains)
-        user_id = f"u{rng.randrange(users):06d}"
-        event = UserEvent(
-            schema_version=SCHEMA_VERSION,
-            event_id=f"e{seed}-{number:08d}",
-            user_id=user_id,
-            domain=domain,
-            item_id=rng.choice(items[domain]),
-            event_type=rng.choice(EVENT_TYPES),
-            timestamp=clock + number * 0.5,
-        )
-        out.append(
-            OutgoingMessage(
-                settings.topics.events(domain),
-                user_id.encode("utf-8"),
-                event.model_dump_json().encode("utf-8"),
-            )
-        )
-    return out
+    ordered = {domain: items[domain] for domain in sorted(items)}
+    stream = event_stream(settings, ordered, users, seed, count=count, start_ts=clock, step_s=0.5)
+    return [planned.message for planned in stream]
 
 
 def produce_fast(
@@ -75,6 +143,168 @@ def produce_fast(
     """Produce and wait for every ack, batching hard; raises DeliveryError otherwise."""
     producer = make_producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
     produce_all(producer, messages, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A record the broker acknowledged, and where it landed."""
+
+    event_id: str | None
+    user_id: str
+    domain: str
+    topic: str
+    partition: int
+    offset: int
+
+
+class PacedProducer(threading.Thread):
+    """Produces the records of ``stream`` at ``rate`` per second on its own thread.
+
+    It stops at the stream's end, after ``limit`` records, on :meth:`stop`, or once
+    ``go_on(produced)`` is False (checked between ticks), and never goes beyond the budget set
+    with :meth:`allow` (all records by default; the pace starts afresh when the budget grows).
+    Each record is drawn right before it is produced, so a live :func:`event_stream` stamps
+    it then. ``track`` keeps every acknowledged record's coordinates in ``sent`` (off for
+    endless streams, which only count). ``producer``: one already connected (default: a new
+    one with the deployment's settings)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stream: Iterator[Planned],
+        rate: float,
+        *,
+        limit: int | None = None,
+        allowed: int | None = None,
+        go_on: Callable[[int], bool] | None = None,
+        track: bool = False,
+        producer: Producer | None = None,
+        tick_s: float = 0.005,
+        flush_s: float = 120.0,
+        name: str = "paced-producer",
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.settings = settings
+        self.stream = stream
+        self.rate = rate
+        self.limit = limit
+        self.go_on = go_on
+        self.sent: list[Sent] = []  # with track
+        self.track = track
+        self.tick_s = tick_s
+        self.flush_s = flush_s
+        self.produced = 0
+        self.acked = 0
+        self.failures: list[str] = []
+        self.started_at: float | None = None  # perf_counter when producing began
+        self.finished_at: float | None = None  # and when the last record was handed over
+        self.error: BaseException | None = None
+        self.exhausted = threading.Event()
+        self.finished = threading.Event()
+        self._producer = producer
+        self._allowed = allowed
+        self._lock = threading.Lock()
+        self._stop_requested = threading.Event()
+
+    def allow(self, total: int | None) -> None:
+        """Produce up to ``total`` records in all (None: no limit)."""
+        with self._lock:
+            self._allowed = total
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def _budget(self) -> int | None:
+        with self._lock:
+            return self._allowed
+
+    def _count(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error.str()}")
+        else:
+            self.acked += 1
+
+    def _tracker(self, planned: Planned) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            self._count(error, message)
+            if error is None:
+                self.sent.append(
+                    Sent(
+                        planned.event_id,
+                        planned.user_id,
+                        planned.domain,
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                    )
+                )
+
+        return delivered
+
+    def _done(self) -> bool:
+        if self._stop_requested.is_set():
+            return True
+        if self.limit is not None and self.produced >= self.limit:
+            return True
+        return self.go_on is not None and not self.go_on(self.produced)
+
+    def run(self) -> None:
+        try:
+            producer = self._producer
+            if producer is None:  # not ``or``: a Producer with nothing queued is falsy
+                producer = make_producer(self.settings)
+            self.started_at = started = time.perf_counter()
+            paced_from = 0
+            waiting: Planned | None = None  # drawn while the budget was spent, not produced
+            while not self._done():
+                budget = self._budget()
+                if budget is not None and self.produced >= budget:
+                    # Drawn ahead only here, so that a stream ending at the budget ends the run.
+                    if waiting is None:
+                        waiting = next(self.stream, None)
+                    if waiting is None:
+                        self.exhausted.set()
+                        break
+                    producer.poll(0.05)
+                    started, paced_from = time.perf_counter(), self.produced
+                    continue
+                due = paced_from + int((time.perf_counter() - started) * self.rate) + 1
+                for cap in (budget, self.limit):
+                    if cap is not None:
+                        due = min(due, cap)
+                while self.produced < due:
+                    upcoming = waiting if waiting is not None else next(self.stream, None)
+                    waiting = None
+                    if upcoming is None:
+                        self.exhausted.set()
+                        break
+                    produce_queued(
+                        producer,
+                        upcoming.message.topic,
+                        upcoming.message.value,
+                        upcoming.message.key,
+                        on_delivery=self._tracker(upcoming) if self.track else self._count,
+                    )
+                    self.produced += 1
+                if self.exhausted.is_set():
+                    break
+                producer.poll(0)
+                time.sleep(self.tick_s)
+            self.finished_at = time.perf_counter()
+            remaining = producer.flush(self.flush_s)
+            if remaining:
+                self.failures.append(f"{remaining} records still queued after {self.flush_s:.0f}s")
+        except BaseException as exc:  # reported by the caller; the thread must not die silently
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def wait(self, timeout: float) -> None:
+        """Until every planned record is produced and acknowledged; raises on failures."""
+        if not self.finished.wait(timeout):
+            raise RuntimeError(f"producer not done after {timeout:.0f}s: {self.produced} sent")
+        if self.error is not None or self.failures:
+            raise RuntimeError(f"producing failed: {self.error or self.failures[:3]}")
 
 
 def create_topic(settings: Settings, name: str, partitions: int) -> None:
@@ -188,3 +418,146 @@ class ArrivalCounter(threading.Thread):
         if self.error is not None:
             raise RuntimeError(f"counting {self.topic} failed: {self.error}") from self.error
         return Arrivals(self.count, self.first_at, self.first_count, self.last_at)
+
+
+def read_metrics(port: int, timeout: float = 2.0) -> str:
+    """The text of a worker's /metrics page (on this host)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode("utf-8")
+
+
+def metric_sums(text: str) -> dict[str, float]:
+    """Every sample of a /metrics page summed per sample name (labels added up)."""
+    sums: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] += sample.value
+    return dict(sums)
+
+
+def scrape(port: int, timeout: float = 2.0) -> dict[str, float]:
+    """Every sample of a /metrics page summed per sample name (labels added up)."""
+    return metric_sums(read_metrics(port, timeout))
+
+
+class MetricsPoller(threading.Thread):
+    """A worker's /metrics, read on demand (:meth:`poll`) or, once started, every ``interval``
+    seconds on its own thread. A read that fails is counted in ``failures`` and logged, never
+    raised: a worker being killed or slow must not end a measurement. ``last`` holds the sums
+    of the latest page read; subclasses keep more by overriding :meth:`keep`."""
+
+    def __init__(self, port: int, interval: float = 1.0, *, name: str = "metrics-poller") -> None:
+        super().__init__(name=name, daemon=True)
+        self.port = port
+        self.interval = interval
+        self.last: dict[str, float] = {}
+        self.failures = 0
+        self._stop_requested = threading.Event()
+
+    def keep(self, text: str, at: float) -> bool:
+        """Keep what matters of a page read at ``at`` (perf_counter); False: it lacked it."""
+        self.last = metric_sums(text)
+        return True
+
+    def poll(self) -> dict[str, float]:
+        """Read the page once; the sums of this read ({} when it failed)."""
+        try:
+            text = read_metrics(self.port)
+        except OSError as exc:
+            self.failures += 1
+            log.warning("metrics read failed port=%s error=%s", self.port, exc)
+            return {}
+        if not self.keep(text, time.perf_counter()):
+            self.failures += 1
+            return {}
+        return self.last
+
+    def run(self) -> None:
+        next_at = time.perf_counter()
+        while not self._stop_requested.is_set():
+            self.poll()
+            next_at += self.interval
+            self._stop_requested.wait(max(0.0, next_at - time.perf_counter()))
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        if self.is_alive():
+            self.join(5.0)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM would end Python without running finally blocks, leaving the broker and the
+    # worker (each in its own session) running: turn it into Ctrl-C.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`run_benchmark` reads, shared by the command-line benchmarks."""
+    parser.add_argument(
+        "--bootstrap-servers", help="use this broker instead of starting a local one"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
+    parser.add_argument("--log-level", default="warning", help="log level of this process")
+
+
+def run_benchmark(
+    name: str,
+    args: argparse.Namespace,
+    sections: Callable[[Path], dict[str, Any]],
+    measure: Callable[[Settings, Path], dict[str, Any]],
+    *,
+    summary: Callable[[dict[str, Any]], str],
+    problems: Callable[[dict[str, Any]], list[str]] = lambda result: [],
+    say: Callable[[str], None],
+) -> int:
+    """``python -m bench.NAME``, given the options of :func:`add_run_arguments` and ``--json``:
+    a scratch folder, a broker of its own in it (unless ``--bootstrap-servers``), an isolated
+    deployment (own app id and topic prefix, ``sections(scratch)`` for the rest) with its
+    topics, ``measure(settings, scratch)``, then its summary, JSON and ``problems``.
+
+    SIGTERM counts as Ctrl-C, so the broker and the workers are stopped whatever happens. The
+    scratch folder stays with ``--keep``, a failed run or problems. Returns the exit code: 0, 1
+    when there were problems (each printed), 130 when interrupted; an error of ``measure`` is
+    raised after the clean-up."""
+    configure_logging(args.log_level)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    workdir = Path(tempfile.mkdtemp(prefix=f"xdrec-bench-{name}-"))
+    broker_dir = workdir / "broker"
+    result: dict[str, Any] | None = None
+    try:
+        bootstrap = args.bootstrap_servers
+        if bootstrap is None:
+            say(f"starting a local broker in {broker_dir}")
+            bootstrap = start_broker(broker_dir).bootstrap_servers
+        app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+        values = {
+            "app_id": app_id,
+            "kafka": {"bootstrap_servers": bootstrap},
+            "topics": {"prefix": f"{app_id}."},
+        }
+        settings = Settings(**merge_sections(values, sections(workdir)))
+        create_topics(settings)
+        result = measure(settings, workdir)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+    finally:
+        if args.bootstrap_servers is None:
+            stop_broker(broker_dir)  # a no-op when none was started
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if args.keep or result is None or problems(result):
+            print(f"scratch folder with logs kept: {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(summary(result), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        say(f"wrote {args.json}")
+    wrong = problems(result)
+    for problem in wrong:
+        print(f"{name}: WRONG: {problem}", file=sys.stderr)
+    return 1 if wrong else 0

@@ -12,22 +12,19 @@ connection set-up (an idempotent producer's id) nor the consumer's start is in t
 from __future__ import annotations
 
 import json
-import random
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import count
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bench.harness import Child, Context, Outcome, RowSpec, child_env
-from bench.kafka_io import EVENT_TYPES, create_topic, wait_for_partitions
-from schemas import SCHEMA_VERSION, UserEvent
+from bench.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
 from stream.sample import sample_items
 from stream.settings import Settings, settings_env
 from stream.transport import (
@@ -35,7 +32,6 @@ from stream.transport import (
     make_consumer,
     make_producer,
     produce_all,
-    produce_queued,
 )
 
 XDREC_P50 = "xdrec_latency_p50_ms"
@@ -87,31 +83,11 @@ def live_events(
     items: dict[str, Sequence[str]],
     prefix: str,
     seed: int,
-) -> Iterator[tuple[str, OutgoingMessage]]:
+) -> Iterator[Planned]:
     """Endless valid UserEvents whose event time is the moment each is generated, which the
     paced producer does right before producing it."""
-    rng = random.Random(seed)
-    domains = sorted(items)
-    for number in count():
-        domain = rng.choice(domains)
-        user_id = f"u{rng.randrange(users):06d}"
-        event = UserEvent(
-            schema_version=SCHEMA_VERSION,
-            event_id=f"{prefix}{number:08d}",
-            user_id=user_id,
-            domain=domain,
-            item_id=rng.choice(items[domain]),
-            event_type=rng.choice(EVENT_TYPES),
-            timestamp=time.time(),
-        )
-        yield (
-            event.event_id,
-            OutgoingMessage(
-                settings.topics.events(domain),
-                user_id.encode("utf-8"),
-                event.model_dump_json().encode("utf-8"),
-            ),
-        )
+    ordered = {domain: items[domain] for domain in sorted(items)}
+    return event_stream(settings, ordered, users, seed, id_prefix=prefix)
 
 
 def trigger_of_recommendation(document: dict[str, Any]) -> tuple[str, float]:
@@ -177,56 +153,6 @@ class LatencyReader(threading.Thread):
         self.join(10.0)
 
 
-class Pacer(threading.Thread):
-    """Produces ``planned`` events of ``stream`` at ``rate`` events/s with ``producer``."""
-
-    def __init__(
-        self,
-        producer: Producer,
-        stream: Iterator[tuple[str, OutgoingMessage]],
-        rate: float,
-        planned: int,
-    ) -> None:
-        super().__init__(name="latency-pacer", daemon=True)
-        self.producer = producer
-        self.stream = stream
-        self.rate = rate
-        self.planned = planned
-        self.sent = 0
-        self.failures: list[str] = []
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.error: BaseException | None = None
-
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failures.append(f"{message.topic()}: {error.str()}")
-
-    def run(self) -> None:
-        try:
-            self.started_at = started = time.perf_counter()
-            while self.sent < self.planned:
-                due = min(self.planned, int((time.perf_counter() - started) * self.rate) + 1)
-                while self.sent < due:
-                    _, message = next(self.stream)  # stamps the event time: now
-                    produce_queued(
-                        self.producer,
-                        message.topic,
-                        message.value,
-                        message.key,
-                        on_delivery=self._on_delivery,
-                    )
-                    self.sent += 1
-                self.producer.poll(0)
-                time.sleep(0.001)
-            self.finished_at = time.perf_counter()
-            remaining = self.producer.flush(30.0)
-            if remaining:
-                self.failures.append(f"{remaining} events still queued after 30s")
-        except BaseException as exc:  # reported by the caller; the thread must not die silently
-            self.error = exc
-
-
 @dataclass(frozen=True, slots=True)
 class Latencies:
     """The latencies of one paced run, in ms, and how many outputs were expected."""
@@ -248,7 +174,7 @@ class Latencies:
 def paced_latencies(
     settings: Settings,
     output_topic: str,
-    stream: Iterator[tuple[str, OutgoingMessage]],
+    stream: Iterator[Planned],
     warm_up: list[OutgoingMessage],
     trigger: Callable[[dict[str, Any]], tuple[str, float]],
     rate: float,
@@ -278,7 +204,16 @@ def paced_latencies(
                     f"through in {start_timeout:.0f}s (alive: {alive()}, error: {reader.error})"
                 )
             time.sleep(0.05)
-        pacer = Pacer(producer, stream, rate, planned)
+        pacer = PacedProducer(
+            settings,
+            stream,
+            rate,
+            limit=planned,
+            producer=producer,
+            tick_s=0.001,
+            flush_s=30.0,
+            name="latency-pacer",
+        )
         pacer.start()
         pacer.join(seconds + 90.0)
         if pacer.error is not None:
@@ -315,7 +250,7 @@ def warm_up_events(
 ) -> list[OutgoingMessage]:
     """Events that prepare the path under test; their outputs are not counted."""
     stream = live_events(settings, 50, items, WARM_PREFIX, seed=4)
-    return [next(stream)[1] for _ in range(count)]
+    return [next(stream).message for _ in range(count)]
 
 
 def outcomes(

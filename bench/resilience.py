@@ -42,11 +42,9 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import random
 import re
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,12 +55,12 @@ import numpy as np
 from confluent_kafka import (
     OFFSET_BEGINNING,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     Message,
     TopicPartition,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.kafka_io import PacedProducer, Planned, Sent, event_stream
+from bench.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
@@ -78,7 +76,6 @@ from stream.transport import (
     make_consumer,
     make_producer,
     produce_all,
-    produce_queued,
 )
 
 log = logging.getLogger(__name__)
@@ -86,7 +83,6 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-5
 SOURCES = ("books", "music")
 TARGET = "movies"
-EVENT_TYPES = ("view", "click", "purchase")  # positive weights: every source event yields a rec
 INVALID_KINDS = ("unknown_item", "json")
 # Audit counts that break the guarantee; the redelivery counts are expected after crashes.
 FAILURES = (
@@ -168,32 +164,35 @@ def prefill_items(
     texts = [item_text(item.title, item.text) for item in items]
     vectors = encoder.encode(texts)
     for name in names:
-        path = settings.worker.state_dir / name / "items"
-        catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
-        try:
-            for domain in sorted({item.domain for item in items}):
-                rows = [n for n, item in enumerate(items) if item.domain == domain]
-                catalog.add(
-                    domain,
-                    [items[n].item_id for n in rows],
-                    [text_digest(texts[n]) for n in rows],
-                    vectors[rows],
-                )
-        finally:
-            catalog.close()
+        store_items(settings, name, encoder, items, texts, vectors)
+
+
+def store_items(
+    settings: Settings,
+    name: str,
+    encoder: TextEncoder,
+    items: Sequence[CatalogItem],
+    texts: Sequence[str],
+    vectors: np.ndarray,
+) -> None:
+    """Write ``items`` (their ``texts`` and ``vectors`` row by row) into worker ``name``'s item
+    store under ``encoder``'s fingerprint, which the worker then trusts instead of encoding."""
+    path = settings.worker.state_dir / name / "items"
+    catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
+    try:
+        for domain in sorted({item.domain for item in items}):
+            rows = [n for n, item in enumerate(items) if item.domain == domain]
+            catalog.add(
+                domain,
+                [items[n].item_id for n in rows],
+                [text_digest(texts[n]) for n in rows],
+                vectors[rows],
+            )
+    finally:
+        catalog.close()
 
 
 # --- workload -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """One record to produce; ``event_id`` None marks a record that must be dead-lettered."""
-
-    event_id: str | None
-    user_id: str
-    domain: str
-    message: OutgoingMessage
 
 
 def workload(
@@ -212,46 +211,39 @@ def workload(
     one the worker must dead-letter, of ``invalid_kinds`` in turn: ``json`` (not JSON) or
     ``unknown_item`` (an item in no catalog and without text: the worker reads the catalog
     topics once more before refusing it)."""
-    rng = random.Random(seed)
     items: dict[str, list[str]] = defaultdict(list)
     for item in sample_items():
         if item["domain"] in settings.domains:
             items[item["domain"]].append(item["item_id"])
-    domains = [d for d in (*SOURCES, TARGET) if d in items]
-    weights = [0.45 if d in SOURCES else 0.1 for d in domains]
+    ordered = {d: items[d] for d in (*SOURCES, TARGET) if d in items}
     clock = start_ts if start_ts is not None else time.time() - 20 * 86_400
-    number = 0
-    while count is None or number < count:
-        domain = rng.choices(domains, weights)[0]
-        user_id = f"u{rng.randrange(users):05d}"
-        topic = settings.topics.events(domain)
-        key = user_id.encode("utf-8")
-        if invalid_every and number % invalid_every == invalid_every - 1:
-            kind = invalid_kinds[(number // invalid_every) % len(invalid_kinds)]
-            if kind == "json":
-                value = b'{"schema_version": 1, "event_id": "broken'
-            else:
-                value = _event(
-                    f"x{seed}-{number:08d}",
-                    user_id,
-                    domain,
-                    f"{domain}-gone-{number}",
-                    "click",
-                    clock + number * step_s,
-                )
-            yield Planned(None, user_id, domain, OutgoingMessage(topic, key, value))
-        else:
-            event_id = f"e{seed}-{number:08d}"
-            value = _event(
-                event_id,
-                user_id,
-                domain,
-                rng.choice(items[domain]),
-                rng.choice(EVENT_TYPES),
-                clock + number * step_s,
-            )
-            yield Planned(event_id, user_id, domain, OutgoingMessage(topic, key, value))
-        number += 1
+
+    def spoil(number: int, user_id: str, domain: str) -> bytes | None:
+        if not invalid_every or number % invalid_every != invalid_every - 1:
+            return None
+        if invalid_kinds[(number // invalid_every) % len(invalid_kinds)] == "json":
+            return b'{"schema_version": 1, "event_id": "broken'
+        return _event(
+            f"x{seed}-{number:08d}",
+            user_id,
+            domain,
+            f"{domain}-gone-{number}",
+            "click",
+            clock + number * step_s,
+        )
+
+    return event_stream(
+        settings,
+        ordered,
+        users,
+        seed,
+        count=count,
+        weights=[0.45 if d in SOURCES else 0.1 for d in ordered],
+        user_digits=5,
+        start_ts=clock,
+        step_s=step_s,
+        spoil=spoil,
+    )
 
 
 def _event(
@@ -272,22 +264,10 @@ def _event(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Sent:
-    """A record the broker acknowledged, and where it landed."""
-
-    event_id: str | None
-    user_id: str
-    domain: str
-    topic: str
-    partition: int
-    offset: int
-
-
-class TrackedProducer(threading.Thread):
-    """Produces ``planned`` records at ``rate`` per second, never beyond the budget set with
-    :meth:`allow` (all of them by default), and keeps every acknowledged record's coordinates
-    (``track``; off for endless soak streams, which only count)."""
+class TrackedProducer(PacedProducer):
+    """The paced producer of the audited runs: ``planned`` records at ``rate`` per second,
+    keeping every acknowledged record's coordinates for the audit (``track``; off for endless
+    soak streams, which only count)."""
 
     def __init__(
         self,
@@ -298,99 +278,9 @@ class TrackedProducer(threading.Thread):
         track: bool = True,
         allowed: int | None = None,
     ) -> None:
-        super().__init__(name="tracked-producer", daemon=True)
-        self.settings = settings
-        self.planned = planned
-        self.rate = rate
-        self.track = track
-        self.sent: list[Sent] = []
-        self.produced = 0
-        self.acked = 0
-        self.failures: list[str] = []
-        self.error: BaseException | None = None
-        self.exhausted = threading.Event()
-        self.finished = threading.Event()
-        self._allowed = allowed
-        self._lock = threading.Lock()
-        self._stop_requested = threading.Event()
-
-    def allow(self, total: int | None) -> None:
-        """Produce up to ``total`` records in all (None: no limit)."""
-        with self._lock:
-            self._allowed = total
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-
-    def _budget(self) -> int | None:
-        with self._lock:
-            return self._allowed
-
-    def _count(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failures.append(f"{message.topic()}: {error.str()}")
-        else:
-            self.acked += 1
-
-    def _tracker(self, planned: Planned) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            self._count(error, message)
-            if error is None:
-                self.sent.append(
-                    Sent(
-                        planned.event_id,
-                        planned.user_id,
-                        planned.domain,
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                    )
-                )
-
-        return delivered
-
-    def run(self) -> None:
-        producer = make_producer(self.settings)
-        try:
-            started, paced_from = time.perf_counter(), 0
-            upcoming = next(self.planned, None)
-            while upcoming is not None and not self._stop_requested.is_set():
-                budget = self._budget()
-                if budget is not None and self.produced >= budget:
-                    producer.poll(0.05)
-                    started, paced_from = time.perf_counter(), self.produced
-                    continue
-                due = paced_from + int((time.perf_counter() - started) * self.rate) + 1
-                if budget is not None:
-                    due = min(due, budget)
-                while upcoming is not None and self.produced < due:
-                    message = upcoming.message
-                    produce_queued(
-                        producer,
-                        message.topic,
-                        message.value,
-                        message.key,
-                        on_delivery=self._tracker(upcoming) if self.track else self._count,
-                    )
-                    self.produced += 1
-                    upcoming = next(self.planned, None)
-                producer.poll(0.005)
-            if upcoming is None:
-                self.exhausted.set()
-            remaining = producer.flush(120.0)
-            if remaining:
-                self.failures.append(f"{remaining} records still queued after 120s")
-        except BaseException as exc:  # reported by the caller; the thread must not die silently
-            self.error = exc
-        finally:
-            self.finished.set()
-
-    def wait(self, timeout: float) -> None:
-        """Until every planned record is produced and acknowledged; raises on failures."""
-        if not self.finished.wait(timeout):
-            raise RuntimeError(f"producer not done after {timeout:.0f}s: {self.produced} sent")
-        if self.error is not None or self.failures:
-            raise RuntimeError(f"producing failed: {self.error or self.failures[:3]}")
+        super().__init__(
+            settings, planned, rate, track=track, allowed=allowed, name="tracked-producer"
+        )
 
 
 # --- reading what came out ----------------------------------------------------------------------
@@ -515,18 +405,6 @@ def committed_lag(settings: Settings) -> int:
     result = futures[settings.app_id].result(timeout=30.0)
     committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
     return sum(max(0, end - max(0, committed.get(key, 0))) for key, end in high.items())
-
-
-def scrape(port: int, timeout: float = 2.0) -> dict[str, float]:
-    """Every sample of a /metrics page summed per sample name (labels added up)."""
-    url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        text = response.read().decode("utf-8")
-    sums: dict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            sums[sample.name] += sample.value
-    return dict(sums)
 
 
 def owned_partitions(log_file: Path, settings: Settings) -> set[int]:

@@ -23,27 +23,18 @@ sustain. Benchmarks are measurements: the exit code is 1 only when the worker di
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import signal
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench import resilience
-from stream.broker import start_broker, stop_broker
+from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
 from stream.encoder import TextEncoder
-from stream.logs import configure_logging
-from stream.settings import Settings, merge_sections
+from stream.settings import Settings
 from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 LAG = "xdrec_consumer_lag_messages"
@@ -101,25 +92,18 @@ def slope(points: Sequence[tuple[float, float]]) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
 
 
-def _read(port: int) -> dict[str, float]:
-    try:
-        return resilience.scrape(port)
-    except OSError:
-        return {}
-
-
 def max_rate(
     settings: Settings, worker: WorkerProcess, events: int, seed: int, users: int
 ) -> tuple[float, float]:
     """Events/s the worker sustains on a backlog of ``events``; returns (rate, seconds)."""
-    port = worker.metrics_port()
-    before = _read(port).get(CONSUMED, 0.0)
+    metrics = MetricsPoller(worker.metrics_port())
+    before = metrics.poll().get(CONSUMED, 0.0)
     planned = resilience.workload(settings, events, users, seed)
     producer = resilience.TrackedProducer(settings, planned, rate=1e9, track=False)
     started = time.perf_counter()
     producer.start()
     deadline = time.monotonic() + 60 + events / 20
-    while _read(port).get(CONSUMED, 0.0) - before < events:
+    while metrics.poll().get(CONSUMED, 0.0) - before < events:
         if not worker.alive() or time.monotonic() > deadline:
             raise RuntimeError(f"worker did not get through the probe; see {worker.log_file}")
         time.sleep(0.1)
@@ -145,7 +129,7 @@ def measure(
     try:
         worker.start(timeout=plan.start_timeout_s)
         assert worker.pid is not None
-        port = worker.metrics_port()
+        poller = MetricsPoller(worker.metrics_port())
         rate = plan.rate
         if rate is None:
             progress(f"measuring the maximum rate on {plan.probe_events:,} events")
@@ -170,7 +154,7 @@ def measure(
             if producer.error is not None:
                 raise RuntimeError(f"producer failed: {producer.error}")
             if now >= next_at:
-                metrics = _read(port)
+                metrics = poller.poll()
                 try:
                     committed: int | None = resilience.committed_lag(settings)
                 except Exception:  # a slow admin answer must not end a long run
@@ -276,26 +260,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--partitions", type=int, default=defaults.partitions)
     parser.add_argument("--probe-events", type=int, default=defaults.probe_events)
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
-    parser.add_argument(
-        "--bootstrap-servers", help="use this broker instead of starting a local one"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
-    parser.add_argument("--log-level", default="warning", help="log level of this process")
+    add_run_arguments(parser)
     return parser
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM would end Python without running finally blocks: turn it into Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
+def _sections(workdir: Path, plan: SoakPlan) -> dict[str, Any]:
+    overrides = resilience.deployment(workdir / "state", plan.partitions)
+    overrides["interest"] = {}  # the product's bounded recent list, not the audit's
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.soak``: 0 when the worker lasted, 1 when it died, 130 when
     interrupted."""
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     plan = SoakPlan(
         minutes=args.minutes,
         rate=args.rate,
@@ -304,46 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         partitions=args.partitions,
         probe_events=args.probe_events,
     )
-    workdir = Path(tempfile.mkdtemp(prefix="xdrec-bench-soak-"))
-    broker_dir = workdir / "broker"
-    result: dict[str, Any] | None = None
     try:
-        bootstrap = args.bootstrap_servers
-        if bootstrap is None:
-            say(f"starting a local broker in {broker_dir}")
-            bootstrap = start_broker(broker_dir).bootstrap_servers
-        app_id = f"bench-soak-{uuid.uuid4().hex[:6]}"
-        values = {
-            "app_id": app_id,
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": f"{app_id}."},
-        }
-        overrides = resilience.deployment(workdir / "state", plan.partitions)
-        overrides["interest"] = {}  # the product's bounded recent list, not the audit's
-        settings = Settings(**merge_sections(values, overrides))
-        create_topics(settings)
-        result = measure(settings, plan, workdir)
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
+        return run_benchmark(
+            "soak",
+            args,
+            lambda workdir: _sections(workdir, plan),
+            lambda settings, workdir: measure(settings, plan, workdir),
+            summary=summary,
+            say=say,
+        )
     except RuntimeError as exc:
         print(f"soak: FAILED: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if args.bootstrap_servers is None:
-            stop_broker(broker_dir)
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        if args.keep or result is None:
-            print(f"scratch folder with logs kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(summary(result), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        say(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

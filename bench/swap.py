@@ -47,41 +47,40 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import FULL, REPO, Context, Outcome, RowSpec
-from bench.kafka_io import EVENT_TYPES, produce_fast, wait_for_partitions
-from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
-from stream.broker import start_broker, stop_broker
-from stream.catalog import ItemCatalog, text_digest
+from bench.kafka_io import (
+    MetricsPoller,
+    PacedProducer,
+    Planned,
+    add_run_arguments,
+    event_stream,
+    produce_fast,
+    run_benchmark,
+    wait_for_partitions,
+)
+from bench.resilience import store_items
+from schemas import SCHEMA_VERSION, CatalogItem
 from stream.encoder import TextEncoder, item_text
-from stream.logs import configure_logging
 from stream.sample import sample_interactions, sample_items
-from stream.settings import Settings, merge_sections
+from stream.settings import Settings
 from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
-from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
+from stream.transport import OutgoingMessage, make_consumer
 from training.artifacts import save_artifact
 from training.item_space import ItemSpace
 from training.model import ModelConfig
@@ -234,19 +233,7 @@ def fill_item_store(
     vectors = rng.standard_normal((len(items), encoder.dimension), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     texts = [item_text(item.title, item.text) for item in items]
-    path = settings.worker.state_dir / settings.worker.name / "items"
-    catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
-    try:
-        for domain in settings.domains:
-            rows = [n for n, item in enumerate(items) if item.domain == domain]
-            catalog.add(
-                domain,
-                [items[n].item_id for n in rows],
-                [text_digest(texts[n]) for n in rows],
-                vectors[rows],
-            )
-    finally:
-        catalog.close()
+    store_items(settings, settings.worker.name, encoder, items, texts, vectors)
     return {(item.domain, item.item_id): vectors[n] for n, item in enumerate(items)}
 
 
@@ -283,97 +270,27 @@ def space_text(vectors: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
     return np.stack([vectors[(d, item)] for d in space.domains for item in space.item_ids[d]])
 
 
-def events(settings: Settings, users: int, seed: int) -> Iterator[tuple[str, OutgoingMessage]]:
+def events(settings: Settings, users: int, seed: int) -> Iterator[Planned]:
     """An endless stream of positive-weight books/music events of sample items, keyed by user."""
-    rng = random.Random(seed)
     items = {d: [i["item_id"] for i in sample_items() if i["domain"] == d] for d in SOURCES}
-    clock = time.time() - 86_400
-    number = 0
-    while True:
-        domain = rng.choice(SOURCES)
-        user_id = f"u{rng.randrange(users):05d}"
-        event = UserEvent(
-            schema_version=SCHEMA_VERSION,
-            event_id=f"swap{seed}-{number:08d}",
-            user_id=user_id,
-            domain=domain,
-            item_id=rng.choice(items[domain]),
-            event_type=rng.choice(EVENT_TYPES),
-            timestamp=clock + number * 0.01,
-        )
-        yield (
-            event.event_id,
-            OutgoingMessage(
-                settings.topics.events(domain),
-                user_id.encode("utf-8"),
-                event.model_dump_json().encode("utf-8"),
-            ),
-        )
-        number += 1
+    return event_stream(
+        settings,
+        items,
+        users,
+        seed,
+        id_prefix=f"swap{seed}-",
+        user_digits=5,
+        start_ts=time.time() - 86_400,
+        step_s=0.01,
+    )
 
 
-class PacedProducer(threading.Thread):
-    """Produces at ``rate`` events/s: ``planned`` events, then on while ``more()`` holds."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        stream: Iterator[tuple[str, OutgoingMessage]],
-        rate: float,
-        planned: int,
-        more: Callable[[], bool],
-        limit: int,
-    ) -> None:
-        super().__init__(name="swap-producer", daemon=True)
-        self.settings = settings
-        self.stream = stream
-        self.rate = rate
-        self.planned = planned
-        self.more = more
-        self.limit = limit
-        self.event_ids: list[str] = []
-        self.failures: list[str] = []
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.error: BaseException | None = None
-        self._stop_requested = threading.Event()
-
-    def sent(self) -> int:
-        return len(self.event_ids)
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failures.append(f"{message.topic()}: {error.str()}")
-
-    def run(self) -> None:
-        producer = make_producer(self.settings)
-        try:
-            self.started_at = time.perf_counter()
-            while not self._stop_requested.is_set() and len(self.event_ids) < self.limit:
-                if len(self.event_ids) >= self.planned and not self.more():
-                    break
-                due = int((time.perf_counter() - self.started_at) * self.rate) + 1
-                while len(self.event_ids) < min(due, self.limit):
-                    event_id, message = next(self.stream)
-                    produce_queued(
-                        producer,
-                        message.topic,
-                        message.value,
-                        message.key,
-                        on_delivery=self._on_delivery,
-                    )
-                    self.event_ids.append(event_id)
-                producer.poll(0)
-                time.sleep(0.005)
-            self.finished_at = time.perf_counter()
-            remaining = producer.flush(30.0)
-            if remaining:
-                self.failures.append(f"{remaining} events still queued after 30s")
-        except BaseException as exc:  # reported by the caller; the thread must not die silently
-            self.error = exc
+def recorded(stream: Iterator[Planned], event_ids: list[str]) -> Iterator[Planned]:
+    """``stream``, noting each event's id as it is drawn: the paced producer draws a record
+    right before producing it, so ``event_ids`` are the events produced, in order."""
+    for planned in stream:
+        event_ids.append(planned.event_id or "")
+        yield planned
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,42 +320,20 @@ def parse_lag(text: str, at: float) -> LagSample | None:
     return LagSample(at, lag_max, tuple(sorted(buckets)))
 
 
-class MetricsPoller(threading.Thread):
+class LagPoller(MetricsPoller):
     """Reads the worker's /metrics every ``interval`` seconds and keeps the loop-lag samples."""
 
     def __init__(self, port: int, interval: float) -> None:
-        super().__init__(name="swap-metrics", daemon=True)
-        self.url = f"http://127.0.0.1:{port}/metrics"
-        self.interval = interval
+        super().__init__(port, interval, name="swap-metrics")
         self.samples: list[LagSample] = []
-        self.failures = 0
-        self._stop_requested = threading.Event()
 
-    def poll(self) -> None:
-        try:
-            with urllib.request.urlopen(self.url, timeout=2.0) as response:
-                text = response.read().decode("utf-8")
-        except OSError as exc:
-            self.failures += 1
-            log.warning("metrics read failed url=%s error=%s", self.url, exc)
-            return
-        sample = parse_lag(text, time.perf_counter())
+    def keep(self, text: str, at: float) -> bool:
+        sample = parse_lag(text, at)
         if sample is None:
-            self.failures += 1
-            log.warning("metrics page without %s url=%s", LAG_MAX, self.url)
-        else:
-            self.samples.append(sample)
-
-    def run(self) -> None:
-        next_at = time.perf_counter()
-        while not self._stop_requested.is_set():
-            self.poll()
-            next_at += self.interval
-            self._stop_requested.wait(max(0.0, next_at - time.perf_counter()))
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-        self.join(5.0)
+            log.warning("metrics page without %s port=%s", LAG_MAX, self.port)
+            return False
+        self.samples.append(sample)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,15 +618,16 @@ def measure(
     # Neither is measured: publishing the catalog and training use the time the worker spends
     # importing, loading its encoder and joining the group.
     times = Timeline()
-    poller: MetricsPoller | None = None
+    poller: LagPoller | None = None
     collector: RecCollector | None = None
     producer: PacedProducer | None = None
+    sent: list[str] = []  # ids of the events produced, in order
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap-train") as pool:
             trained = pool.submit(publish_and_train, settings, items, space_text(vectors), store)
             worker.start(timeout=plan.start_timeout_s)
             update = model_update_for(trained.result())
-        poller = MetricsPoller(worker.metrics_port(), plan.poll_s)
+        poller = LagPoller(worker.metrics_port(), plan.poll_s)
         poller.start()
         collector = RecCollector(settings, [settings.topics.recs(TARGET)])
         collector.start()
@@ -739,13 +635,24 @@ def measure(
             raise RuntimeError(f"recommendation reader did not start: {collector.error}")
         rec_reader = collector
 
-        def more() -> bool:
+        def go_on(produced: int) -> bool:
+            # The planned events, then on until the settle window after the first new version.
             first = rec_reader.first_new_at
-            return first is None or time.perf_counter() < first + plan.settle_s
+            return (
+                produced < plan.events
+                or first is None
+                or time.perf_counter() < first + plan.settle_s
+            )
 
         limit = plan.events + int(plan.rate * (60.0 + 2 * plan.settle_s))
         producer = PacedProducer(
-            settings, events(settings, plan.users, plan.seed), plan.rate, plan.events, more, limit
+            settings,
+            recorded(events(settings, plan.users, plan.seed), sent),
+            plan.rate,
+            limit=limit,
+            go_on=go_on,
+            flush_s=30.0,
+            name="swap-producer",
         )
         step(f"streaming {plan.events:,} events at {plan.rate:,.0f}/s")
         producer.start()
@@ -753,9 +660,9 @@ def measure(
             time.sleep(0.01)
         times.stream_started = producer.started_at or time.perf_counter()
         times.stream_started_wall = time.time() - (time.perf_counter() - times.stream_started)
-        while producer.sent() < plan.events // 2 and producer.is_alive():
+        while producer.produced < plan.events // 2 and producer.is_alive():
             time.sleep(0.005)
-        step(f"announcing {NEW_VERSION} after {producer.sent():,} events")
+        step(f"announcing {NEW_VERSION} after {producer.produced:,} events")
         times.update_sent = time.perf_counter()
         publish_update(settings, update)
         times.update_acked = time.perf_counter()
@@ -770,9 +677,8 @@ def measure(
             raise RuntimeError(f"producing events failed: {producer.error}") from producer.error
         if producer.failures:
             times.notes.append(f"{len(producer.failures)} produce failures: {producer.failures[0]}")
-        if producer.sent() >= limit:
+        if producer.produced >= limit:
             times.notes.append(f"no {NEW_VERSION} recommendation within the stream's limit")
-        sent = producer.event_ids
         step(f"{len(sent):,} events produced; waiting for their recommendations")
         deadline = time.monotonic() + 30.0 + len(sent) / 200.0
         while collector.count() < len(sent) and time.monotonic() < deadline:
@@ -926,68 +832,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--users", type=int, default=defaults.users, help="distinct users")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
-    parser.add_argument(
-        "--bootstrap-servers", help="use this broker instead of starting a local one"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
-    parser.add_argument("--log-level", default="warning", help="log level of this process")
+    add_run_arguments(parser)
     return parser
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM would end Python without running finally blocks, leaving the broker and the
-    # worker (each in its own session) running: turn it into Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.swap``; 0 when the run was correct, 1 when events were lost or doubled
     or the new version never served, 130 when interrupted."""
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     plan = SwapPlan(
         events=args.events, rate=args.rate, catalog_items=args.catalog_items, users=args.users
     )
-    workdir = Path(tempfile.mkdtemp(prefix="xdrec-bench-swap-"))
-    broker_dir = workdir / "broker"
-    result: dict[str, Any] | None = None
-    try:
-        bootstrap = args.bootstrap_servers
-        if bootstrap is None:
-            _say("starting a local broker")
-            bootstrap = start_broker(broker_dir).bootstrap_servers
-        app_id = f"bench-swap-{uuid.uuid4().hex[:6]}"
-        values = {
-            "app_id": app_id,
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": f"{app_id}.", "partitions": args.partitions},
-        }
-        settings = Settings(**merge_sections(values, settings_overrides(workdir)))
-        create_topics(settings)
-        result = measure(settings, plan, workdir)
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
-    finally:
-        if args.bootstrap_servers is None:
-            stop_broker(broker_dir)  # a no-op when none was started
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        wrong = [] if result is None else problems(result)
-        if args.keep or result is None or wrong:
-            print(f"scratch folder with logs kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(summary(result), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        _say(f"wrote {args.json}")
-    for problem in problems(result):
-        print(f"swap: WRONG: {problem}", file=sys.stderr)
-    return 1 if problems(result) else 0
+    return run_benchmark(
+        "swap",
+        args,
+        lambda workdir: {**settings_overrides(workdir), "topics": {"partitions": args.partitions}},
+        lambda settings, workdir: measure(settings, plan, workdir),
+        summary=summary,
+        problems=problems,
+        say=_say,
+    )
 
 
 if __name__ == "__main__":

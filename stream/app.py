@@ -1,8 +1,9 @@
 """The faust wiring, and nothing else: topics in, micro-batches handed to the runtime.
 
-faust drives consumption, group membership and source-offset commits (at-least-once:
-``take_events`` acks a batch only after the agent has finished with it). The work itself runs
-in :class:`stream.runtime.WorkerRuntime` on a single worker thread, off the event loop.
+faust drives consumption, group membership and source-offset commits (at-least-once: events
+are taken without automatic acks and acknowledged only once their batch is durable). Batches
+form by themselves (:mod:`stream.batching`) and run in :class:`stream.runtime.WorkerRuntime`
+on a single worker thread, off the event loop, while the loop takes in the next ones.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+from faust.types import EventT
 
+from stream.batching import process_in_batches
 from stream.processor import SourceRecord
 from stream.runtime import WorkerRuntime
 from stream.settings import Settings
@@ -86,6 +89,11 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=settings.worker.batch_size,
         broker_commit_interval=1.0,
+        # How soon a crashed worker's partitions move, against false rebalances on stalls;
+        # faust refuses a session timeout above its request timeout (90 s by default).
+        broker_session_timeout=settings.worker.session_timeout_seconds,
+        broker_heartbeat_interval=settings.worker.heartbeat_interval_seconds,
+        broker_request_timeout=max(90.0, settings.worker.session_timeout_seconds),
     )
     runtime = WorkerRuntime(settings)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdrec-batch")
@@ -106,9 +114,8 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         # (a stalled event loop, missed heartbeats) into near-free ones.
         gc.collect()
         gc.freeze()
-        async for batch in stream.take_events(
-            settings.worker.batch_size, within=settings.worker.batch_within_seconds
-        ):
+
+        async def handle(batch: list[EventT]) -> None:
             records = [
                 SourceRecord(
                     topic=event.message.topic,
@@ -132,6 +139,9 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
                 )
                 logging.shutdown()
                 os._exit(70)
+
+        worker = settings.worker
+        await process_in_batches(stream, handle, worker.batch_size, worker.batch_within_seconds)
 
     @app.task
     async def loop_lag() -> None:

@@ -647,10 +647,7 @@ def start_broker(
             log.info("removing stale broker file pid=%s data_dir=%s", existing.pid, data_dir)
             _info_path(data_dir).unlink(missing_ok=True)
 
-        java = shutil.which("java")
-        if java is None:
-            raise RuntimeError("java not found: install OpenJDK 17 and put java on PATH")
-        libs = fetch_kafka(cache_dir)
+        java, libs = _kafka_runtime(cache_dir)
 
         if port is None:
             port = _free_port()
@@ -665,21 +662,16 @@ def start_broker(
             while sasl_port == controller_port:
                 sasl_port = _free_port(exclude=port)
         props = server_properties(data_dir, port, controller_port, extra_properties, sasl_port)
-        props_file = data_dir / PROPERTIES_FILE
-        props_file.write_text(_render_properties(props))
-
-        log_file = data_dir / LOG_FILE
-        _rotate_log(data_dir)
-        _format_storage(java, libs, props, props_file, log_file)
+        (data_dir / PROPERTIES_FILE).write_text(_render_properties(props))
         info = _launch(
             java,
             libs,
             data_dir,
             (port, controller_port, sasl_port),
-            time.monotonic() + timeout,
             timeout,
             client_config,
             scram_users,
+            new_storage=props,
         )
     log.info(
         "broker started bootstrap=%s sasl_bootstrap=%s pid=%s seconds=%.1f log=%s",
@@ -687,9 +679,18 @@ def start_broker(
         info.sasl_bootstrap_servers,
         info.pid,
         time.monotonic() - started,
-        log_file,
+        info.log_file,
     )
     return info
+
+
+def _kafka_runtime(cache_dir: Path | None) -> tuple[str, Path]:
+    """java and the Kafka jars (downloaded once), both found before any broker is touched, so
+    that a machine without them fails a start or restart with the running broker still up."""
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("java not found: install OpenJDK 17 and put java on PATH")
+    return java, fetch_kafka(cache_dir)
 
 
 def _rotate_log(data_dir: Path) -> None:
@@ -703,16 +704,23 @@ def _launch(
     libs: Path,
     data_dir: Path,
     ports: tuple[int, int, int | None],
-    deadline: float,
     timeout: float,
     client_config: Mapping[str, str] | None,
     scram_users: Mapping[str, str] | None,
+    *,
+    new_storage: Mapping[str, str] | None = None,
 ) -> BrokerInfo:
-    """Run the broker on the data folder's ``server.properties`` and wait until it answers;
-    ``ports`` are (listener, controller, SASL listener or None) as written there."""
+    """What a start and a restart share: a fresh log, the broker run on the data folder's
+    ``server.properties``, and ``timeout`` seconds to wait until it answers. ``ports`` are
+    (listener, controller, SASL listener or None) as written there; ``new_storage`` (the
+    properties of a start) formats the data folder first, outside that wait."""
     port, controller_port, sasl_port = ports
     log_file = data_dir / LOG_FILE
     props_file = data_dir / PROPERTIES_FILE
+    _rotate_log(data_dir)
+    if new_storage is not None:
+        _format_storage(java, libs, new_storage, props_file, log_file)
+    deadline = time.monotonic() + timeout
     heap = os.environ.get("KAFKA_HEAP_OPTS", _DEFAULT_HEAP_OPTS).split()
     cmd = [java, *heap, *_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(props_file)]
     with open(log_file, "ab") as out:
@@ -755,6 +763,17 @@ def _launch(
     return info
 
 
+def _end_broker(info: BrokerInfo, data_dir: Path, timeout: float) -> None:
+    """SIGTERM, SIGKILL after ``timeout`` seconds; the broker file goes only once the process
+    is gone, so a survivor stays findable. Called with the data folder's lock held."""
+    _terminate(info.pid, timeout)
+    if _pid_alive(info.pid):
+        raise RuntimeError(
+            f"kafka broker pid {info.pid} survived SIGKILL: check it with ps and end it by hand"
+        )
+    _info_path(data_dir).unlink(missing_ok=True)
+
+
 def broker_status(data_dir: Path) -> BrokerInfo | None:
     """The data folder's broker if its process runs, else None (a stale broker.json is removed).
 
@@ -791,12 +810,7 @@ def stop_broker(data_dir: Path, timeout: float = 30.0) -> bool:
             return False
         started = time.monotonic()
         log.info("stopping broker pid=%s bootstrap=%s", info.pid, info.bootstrap_servers)
-        _terminate(info.pid, timeout)
-        if _pid_alive(info.pid):
-            raise RuntimeError(
-                f"kafka broker pid {info.pid} survived SIGKILL: check it with ps and end it by hand"
-            )
-        _info_path(data_dir).unlink(missing_ok=True)
+        _end_broker(info, data_dir, timeout)
     log.info("broker stopped pid=%s seconds=%.1f", info.pid, time.monotonic() - started)
     return True
 
@@ -837,33 +851,17 @@ def restart_broker(
             if info.sasl_bootstrap_servers
             else None
         )
-        java = shutil.which("java")
-        if java is None:
-            raise RuntimeError("java not found: install OpenJDK 17 and put java on PATH")
-        libs = fetch_kafka(cache_dir)
+        java, libs = _kafka_runtime(cache_dir)
 
         log.info("restarting broker pid=%s bootstrap=%s", info.pid, info.bootstrap_servers)
-        _terminate(info.pid, stop_timeout)
-        if _pid_alive(info.pid):
-            raise RuntimeError(
-                f"kafka broker pid {info.pid} survived SIGKILL: check it with ps and end it by hand"
-            )
-        _info_path(data_dir).unlink(missing_ok=True)
+        _end_broker(info, data_dir, stop_timeout)
         stopped = time.monotonic()
         log.info("broker down pid=%s seconds=%.1f", info.pid, stopped - started)
         time.sleep(max(0.0, downtime))
         ports = [p for p in (port, controller_port, sasl_port) if p is not None]
         _wait_ports_free(ports, timeout)
-        _rotate_log(data_dir)
         restarted = _launch(
-            java,
-            libs,
-            data_dir,
-            (port, controller_port, sasl_port),
-            time.monotonic() + timeout,
-            timeout,
-            client_config,
-            None,
+            java, libs, data_dir, (port, controller_port, sasl_port), timeout, client_config, None
         )
     log.info(
         "broker restarted bootstrap=%s pid=%s outage_seconds=%.1f",

@@ -3,7 +3,8 @@
 Each item is encoded once per encoder fingerprint and text: the RocksDB copy survives
 restarts, so a worker that restarts re-reads the catalog topic but encodes nothing it already
 has. In memory, each domain keeps a growable matrix whose prefix is handed to the scorer
-without copying. Thread-safe: the catalog reader and the batch processor both write here.
+without copying, and, when the scorer's first pass runs in low precision, a copy in that dtype
+updated row by row. Thread-safe: the catalog reader and the batch processor both write here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from rocksdict import Options, Rdict
 
 from stream.scoring import DomainIndex
@@ -33,15 +36,22 @@ def text_digest(text: str) -> bytes:
 @dataclass
 class _DomainTable:
     dimension: int
+    coarse_dtype: torch.dtype | None = None
     item_ids: list[str] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)
     digests: list[bytes] = field(default_factory=list)
     matrix: np.ndarray = field(init=False)
     active: np.ndarray = field(init=False)
+    coarse: torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.matrix = np.zeros((16, self.dimension), dtype=np.float32)
         self.active = np.zeros(16, dtype=bool)
+        self.coarse = (
+            torch.zeros((16, self.dimension), dtype=self.coarse_dtype)
+            if self.coarse_dtype is not None
+            else None
+        )
 
     def upsert(self, item_id: str, digest: bytes, vector: np.ndarray) -> None:
         position = self.positions.get(item_id)
@@ -51,6 +61,8 @@ class _DomainTable:
                 # Grow into new arrays: views already handed out stay valid and unchanged.
                 self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
                 self.active = np.concatenate([self.active, np.zeros_like(self.active)])
+                if self.coarse is not None:
+                    self.coarse = torch.cat([self.coarse, torch.zeros_like(self.coarse)])
             self.item_ids.append(item_id)
             self.digests.append(digest)
             self.positions[item_id] = position
@@ -58,17 +70,26 @@ class _DomainTable:
             self.digests[position] = digest
         self.matrix[position] = vector
         self.active[position] = True
+        if self.coarse is not None:
+            self.coarse[position] = torch.from_numpy(self.matrix[position])
 
 
 class ItemCatalog:
     """Embeddings of every known item, keyed by domain and item id."""
 
-    def __init__(self, path: Path, fingerprint: str, dimension: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fingerprint: str,
+        dimension: int,
+        coarse_dtype: torch.dtype | None = None,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         self._db = Rdict(str(path), options=options)
         self.fingerprint = fingerprint
         self.dimension = dimension
+        self.coarse_dtype = coarse_dtype
         self._tables: dict[str, _DomainTable] = {}
         self._lock = threading.Lock()
 
@@ -98,7 +119,7 @@ class ItemCatalog:
     def _table(self, domain: str) -> _DomainTable:
         table = self._tables.get(domain)
         if table is None:
-            table = self._tables[domain] = _DomainTable(self.dimension)
+            table = self._tables[domain] = _DomainTable(self.dimension, self.coarse_dtype)
         return table
 
     def needs_encoding(self, domain: str, item_id: str, digest: bytes) -> bool:
@@ -142,6 +163,27 @@ class ItemCatalog:
                 return None
             return table.matrix[position].copy()
 
+    def embeddings(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, list[bool]]:
+        """The embeddings of the known ``(domain, item_id)`` keys stacked in order (one lock
+        and one gather per domain), and which keys were known."""
+        found: list[bool] = []
+        wanted: dict[str, tuple[list[int], list[int]]] = {}  # domain -> (out rows, positions)
+        rows = 0
+        with self._lock:
+            for domain, item_id in keys:
+                table = self._tables.get(domain)
+                position = table.positions.get(item_id) if table is not None else None
+                found.append(position is not None)
+                if position is not None:
+                    out_rows, positions = wanted.setdefault(domain, ([], []))
+                    out_rows.append(rows)
+                    positions.append(position)
+                    rows += 1
+            out = np.empty((rows, self.dimension), dtype=np.float32)
+            for domain, (out_rows, positions) in wanted.items():
+                out[out_rows] = self._tables[domain].matrix[positions]
+        return out, found
+
     def index(self, domain: str) -> DomainIndex:
         """A snapshot of the domain's items for scoring (no copy of the matrix)."""
         with self._lock:
@@ -153,6 +195,7 @@ class ItemCatalog:
                 positions=table.positions,
                 matrix=table.matrix[:rows],
                 active=table.active[:rows].copy(),
+                coarse=table.coarse[:rows] if table.coarse is not None else None,
             )
 
     def counts(self) -> dict[str, int]:

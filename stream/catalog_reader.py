@@ -19,7 +19,7 @@ from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
 from stream.processor import SourceRecord, dead_letter
 from stream.settings import Settings
-from stream.transport import make_consumer
+from stream.transport import make_consumer, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ class CatalogReader:
 
     def assign(self) -> None:
         """Read every partition of every catalog topic from the beginning."""
-        metadata = self._consumer.list_topics(timeout=10.0).topics
+        metadata = retry_transient(
+            lambda: self._consumer.list_topics(timeout=10.0).topics,
+            operation="catalog_assign",
+            timeout=self.settings.kafka.retry_timeout_seconds,
+        )
         partitions = []
         for topic in self.topic_domains:
             if topic not in metadata:
@@ -66,8 +70,20 @@ class CatalogReader:
         self._consumer.assign(partitions)
 
     def catch_up(self, timeout: float = 600.0) -> int:
-        """Read until the end as of now; returns items encoded. Logs progress on long catalogs."""
-        with self._lock:
+        """Read until the end as of now; returns items encoded. Logs progress on long catalogs.
+
+        While the broker is unreachable (a restart), the attempt is retried for up to
+        ``kafka.retry_timeout_seconds`` (then BrokerUnavailableError): repeating it is safe,
+        since reading resumes from the consumer's position and encoded text is skipped.
+        """
+        return retry_transient(
+            lambda: self._catch_up_once(timeout),
+            operation="catalog_catch_up",
+            timeout=self.settings.kafka.retry_timeout_seconds,
+        )
+
+    def _catch_up_once(self, timeout: float) -> int:
+        with self._lock:  # released between retries, so the follower thread can go on
             ends = {}
             for partition in self._partitions:
                 _, high = self._consumer.get_watermark_offsets(partition, timeout=10.0)

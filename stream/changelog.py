@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from stream.settings import Settings
 from stream.state_store import UserStateStore
-from stream.transport import OutgoingMessage, make_consumer
+from stream.transport import OutgoingMessage, make_consumer, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +49,22 @@ class StateChangelog:
         return offsets
 
     def restore(self, store: UserStateStore, partitions: Iterable[int]) -> int:
-        """Bring ``store`` up to the changelog's end for ``partitions``; returns records applied."""
+        """Bring ``store`` up to the changelog's end for ``partitions``; returns records applied.
+
+        Finding the ends needs the broker: while it is unreachable (a restart) that is retried
+        for up to ``kafka.retry_timeout_seconds``; reading then waits for it by itself.
+        """
         partitions = sorted(set(partitions))
         if not partitions:
             return 0
         started = time.perf_counter()
         consumer = make_consumer(self.settings)
         try:
-            ends: dict[int, int] = {}
-            assignment = []
-            for partition in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10.0
-                )
-                stored = store.changelog_offset(partition)
-                start = stored + 1 if stored is not None else OFFSET_BEGINNING
-                if high > (stored + 1 if stored is not None else low):
-                    ends[partition] = high
-                    assignment.append(TopicPartition(self.topic, partition, start))
+            ends, assignment = retry_transient(
+                lambda: self._plan(consumer, store, partitions),
+                operation="changelog_restore",
+                timeout=self.settings.kafka.retry_timeout_seconds,
+            )
             if not assignment:
                 return 0
             consumer.assign(assignment)
@@ -107,3 +105,20 @@ class StateChangelog:
             return applied
         finally:
             consumer.close()
+
+    def _plan(
+        self, consumer: Consumer, store: UserStateStore, partitions: list[int]
+    ) -> tuple[dict[int, int], list[TopicPartition]]:
+        """The end offset of each partition behind the store, and where to read it from."""
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=10.0
+            )
+            stored = store.changelog_offset(partition)
+            start = stored + 1 if stored is not None else OFFSET_BEGINNING
+            if high > (stored + 1 if stored is not None else low):
+                ends[partition] = high
+                assignment.append(TopicPartition(self.topic, partition, start))
+        return ends, assignment

@@ -4,6 +4,13 @@ Mean pooling over the last hidden state, as all-MiniLM-L6-v2 was trained. Texts 
 length and batched so that padding stays small, and run under ``torch.inference_mode`` on the
 GPU when one is present. Nothing is downloaded: the model comes from a local folder (the bundled
 all-MiniLM-L6-v2 by default). Callers keep the embeddings; this module caches nothing.
+
+On the CPU the model can run in a lower precision (``precision``): bfloat16 where the CPU has
+AMX (about 4x the float32 rate on 2 Sapphire Rapids cores, mean cosine 0.99995 to float32), or
+int8 dynamic quantization (about 1.4x, cosine about 0.993). ``auto`` takes bfloat16 only where
+AMX is present: with AVX512-BF16 alone it is no faster than float32, and without either it is
+several times slower. On a GPU the model always runs in float32. bench/encoder_speed.py measures
+each mode against sentence-transformers.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -25,6 +34,9 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "float32", "bfloat16", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 class EncoderLoadError(RuntimeError):
@@ -50,6 +62,66 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def native_cpu_precisions() -> tuple[str, ...]:
+    """The precisions this CPU runs in hardware: float32, bfloat16 with AMX, int8 with VNNI."""
+    capabilities = torch.cpu.get_capabilities()
+    native = ["float32"]
+    if capabilities.get("amx_bf16", False):
+        native.append("bfloat16")
+    if capabilities.get("avx512_vnni", False) or capabilities.get("avx_vnni", False):
+        native.append("int8")
+    return tuple(native)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """The precision the model really runs at on ``device`` (what the fingerprint names).
+
+    Lower precisions apply only on the CPU. ``int8`` needs VNNI: without it fbgemm must quantize
+    activations to 7 bits, which costs too much accuracy (mean cosine about 0.98), so it falls
+    back to float32 there. ``bfloat16`` without AMX is honoured, but slow.
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"encoder precision {requested!r} is not one of {', '.join(PRECISIONS)}")
+    if device.type != "cpu":
+        if requested not in ("auto", "float32"):
+            log.warning("encoder precision ignored precision=%s device=%s", requested, device)
+        return "float32"
+    native = native_cpu_precisions()
+    if requested == "auto":
+        return "bfloat16" if "bfloat16" in native else "float32"
+    if requested == "bfloat16" and "bfloat16" not in native:
+        log.warning("encoder precision slow precision=bfloat16 reason=no_amx_bf16")
+    if requested == "int8" and "int8" not in native:
+        log.warning("encoder precision fallback requested=int8 used=float32 reason=no_vnni")
+        return "float32"
+    return requested
+
+
+class _FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):
+    """Dynamic int8 linear with 8-bit activations: torch's default quantizes them to 7 bits
+    (``reduce_range``, for CPUs without VNNI), which takes all-MiniLM-L6-v2's mean cosine from
+    0.993 down to 0.978."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self._packed_params._packed_params
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
+
+
+def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Every ``nn.Linear`` as dynamic int8, weights per output channel (per-tensor weights give
+    a mean cosine of only 0.96)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(
+            model,
+            {torch.nn.Linear: per_channel_dynamic_qconfig},
+            mapping={torch.nn.Linear: _FullRangeDynamicLinear},
+            inplace=True,
+        )
+
+
 class TextEncoder:
     """A sentence encoder over any local Hugging Face model folder. Thread-safe."""
 
@@ -60,11 +132,13 @@ class TextEncoder:
         max_length: int = 128,
         batch_size: int = 64,
         device: str = "auto",
+        precision: str = "auto",
     ) -> None:
         self.model_path = Path(model_path) if model_path else bundled_model_path()
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         config_file = self.model_path / "config.json"
         if not config_file.is_file():
             raise EncoderLoadError(
@@ -84,19 +158,26 @@ class TextEncoder:
                 "config.json, tokenizer files and model.safetensors"
             ) from exc
         self.model.eval().to(self.device)
+        if self.precision == "bfloat16":
+            self.model.to(torch.bfloat16)
+        elif self.precision == "int8":
+            self.model = _quantize_int8(self.model)
         self.dimension = int(self.model.config.hidden_size)
         # Packaged models sit in a folder called "model": name them by their package instead.
         folder = self.model_path
         self.name = folder.parent.name if folder.name == "model" else folder.name
-        # Embeddings are only comparable under the same model and truncation.
-        self.fingerprint = hashlib.sha256(
-            config_file.read_bytes() + f"|max_length={max_length}".encode()
-        ).hexdigest()[:16]
+        # Embeddings are only comparable under the same model, truncation and precision; float32
+        # keeps the fingerprint it had before precisions existed, so its stored items stay valid.
+        key = config_file.read_bytes() + f"|max_length={max_length}".encode()
+        if self.precision != "float32":
+            key += f"|precision={self.precision}".encode()
+        self.fingerprint = hashlib.sha256(key).hexdigest()[:16]
         self._lock = threading.Lock()
         log.info(
-            "encoder loaded model=%s device=%s dim=%d seconds=%.2f",
+            "encoder loaded model=%s device=%s precision=%s dim=%d seconds=%.2f",
             self.name,
             self.device,
+            self.precision,
             self.dimension,
             time.perf_counter() - started,
         )
@@ -121,10 +202,12 @@ class TextEncoder:
             max_length=self.max_length,
             return_tensors="pt",
         ).to(self.device)
-        hidden = self.model(**tokens).last_hidden_state
+        # Pooled in float32 whatever the model ran in: the sum over tokens is where bfloat16
+        # would lose most.
+        hidden = self.model(**tokens).last_hidden_state.float()
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.cpu().numpy()
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stream.catalog import ItemCatalog
-from stream.explain import PositionExplainer
+from stream.explain import TermExplainer
 from stream.scoring import DomainIndex
 from stream.state import Interaction, UserState
 from training.artifacts import LoadedModel
@@ -76,9 +76,7 @@ class ModelScorer:
         rows = [self.space.index[(i.domain, i.item_id)] for i in history]
         return rows, [(i.domain, i.item_id) for i in history] if explain else None
 
-    def finish(
-        self, prepared: Sequence[object]
-    ) -> tuple[np.ndarray, list[PositionExplainer | None]]:
+    def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[TermExplainer | None]]:
         """All queries of a batch in one forward pass, histories right-aligned and padded to
         ``max_history`` exactly as in training; the same pass yields the explanations."""
         snapshots: Sequence[tuple[list[int], list[tuple[str, str]] | None]] = prepared  # type: ignore[assignment]
@@ -92,16 +90,13 @@ class ModelScorer:
             raw = parts.sum(dim=1) + constant
             norms = raw.norm(dim=-1)
             queries = (raw / norms.clamp(min=1e-12).unsqueeze(-1)).numpy()
-        explainers: list[PositionExplainer | None] = []
+        explainers: list[TermExplainer | None] = []
         for row, (rows, pairs) in enumerate(snapshots):
             if pairs is None:
                 explainers.append(None)
                 continue
-            explainers.append(
-                PositionExplainer(
-                    parts[row, length - len(rows) :].numpy(), float(norms[row]), pairs
-                )
-            )
+            positions = parts[row, length - len(rows) :].numpy()
+            explainers.append(TermExplainer.of(pairs, positions / float(norms[row])))
         return queries, explainers
 
     def index(self, target: str) -> DomainIndex:

@@ -17,6 +17,7 @@ from stream.catalog import ItemCatalog
 from stream.catalog_reader import CatalogReader
 from stream.encoder import TextEncoder
 from stream.processor import BatchProcessor, SourceRecord
+from stream.scoring import coarse_dtype
 from stream.settings import Settings
 from stream.state import UserState
 from stream.transport import make_consumer
@@ -71,7 +72,12 @@ def replay_topics(settings: Settings, encoder: TextEncoder | None = None) -> dic
         device=settings.encoder.device,
     )
     with tempfile.TemporaryDirectory(prefix="xdrec-offline-") as scratch:
-        catalog = ItemCatalog(Path(scratch) / "items", encoder.fingerprint, encoder.dimension)
+        catalog = ItemCatalog(
+            Path(scratch) / "items",
+            encoder.fingerprint,
+            encoder.dimension,
+            coarse_dtype(settings.recommendations.coarse_scoring),
+        )
         processor = BatchProcessor(settings, catalog, encoder)
         reader = CatalogReader(settings, catalog, encoder, processor.validator, lambda _: None)
         try:

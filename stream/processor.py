@@ -22,23 +22,20 @@ from schemas import (
     FEEDBACK_ONLY,
     SCHEMA_VERSION,
     ZERO_SHOT_VERSION,
-    Contribution,
     DeadLetter,
     ErasureRequest,
     EventLimits,
     EventValidator,
-    Recommendation,
-    RecommendedItem,
     Rejection,
-    Trigger,
     UserEvent,
 )
 from stream.catalog import text_digest
+from stream.emit import EmittedRecommendation, EmittedTrigger
 from stream.encoder import item_text
-from stream.explain import Explainer, zero_shot_explainer
+from stream.explain import Contributions, Explainer, zero_shot_explainer
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
+from stream.state import AppliedEvent, UserState, apply_event, interest_sum, state_time
 
 MAX_KEY_BYTES = 1_024  # of a refused record's key kept in its dead letter
 
@@ -59,6 +56,7 @@ class ItemEmbeddings(Protocol):
     """What the processor needs from the item catalog."""
 
     def embedding(self, domain: str, item_id: str) -> np.ndarray | None: ...
+    def embeddings(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, list[bool]]: ...
     def add(
         self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
     ) -> None: ...
@@ -96,8 +94,19 @@ class ZeroShotScorer:
         self.items = items
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
+        prepared = self.prepare(state, target, sources, explain=False)
+        return None if prepared is None else prepared[0]
+
+    def index(self, target: str) -> DomainIndex:
+        return self.items.index(target)
+
+    def prepare(
+        self, state: UserState, target: str, sources: list[str], explain: bool
+    ) -> tuple[np.ndarray, Explainer | None] | None:
+        """The normalized decayed interest (as :func:`stream.state.interest_query`) and, when
+        asked, its exact decomposition, from one sum."""
         config = self.settings.recommendations
-        return interest_query(
+        total = interest_sum(
             state,
             target,
             sources,
@@ -106,18 +115,14 @@ class ZeroShotScorer:
             source_weight=config.source_weight,
             target_weight=config.target_weight,
         )
-
-    def index(self, target: str) -> DomainIndex:
-        return self.items.index(target)
-
-    def prepare(
-        self, state: UserState, target: str, sources: list[str], explain: bool
-    ) -> tuple[np.ndarray, Explainer | None] | None:
-        query = self.query(state, target, sources)
-        if query is None:
+        if total is None:
             return None
+        norm = float(np.sqrt(np.dot(total, total)))
+        if not np.isfinite(norm) or norm == 0.0:
+            return None
+        query = (total / np.float32(norm)).astype(np.float32, copy=False)
         explainer = (
-            zero_shot_explainer(state, target, sources, self.items, self.settings)
+            zero_shot_explainer(state, target, sources, norm, self.items, self.settings)
             if explain
             else None
         )
@@ -134,7 +139,7 @@ class BatchOutput:
 
     # user_id -> (source partition, new state): the partition decides the changelog partition.
     states: dict[str, tuple[int, UserState]] = field(default_factory=dict)
-    recommendations: list[Recommendation] = field(default_factory=list)
+    recommendations: list[EmittedRecommendation] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     applied_by_domain: Counter[str] = field(default_factory=Counter)
     duplicates_by_domain: Counter[str] = field(default_factory=Counter)
@@ -154,7 +159,7 @@ class _PendingRecommendation:
     sources: list[str]
     prepared: object
     exclude: frozenset[str]
-    trigger: Trigger
+    trigger: EmittedTrigger
     scorer: Scorer
 
 
@@ -462,9 +467,8 @@ class BatchProcessor:
                     prepared=prepared,
                     exclude=frozenset(state.seen.get(target, ()))
                     | frozenset(state.dismissed.get(target, ())),
-                    # Built from validated fields: construct without validating again.
                     scorer=scorer,
-                    trigger=Trigger.model_construct(
+                    trigger=EmittedTrigger(
                         event_id=event.event_id,
                         domain=event.domain,
                         event_time=event.timestamp,
@@ -478,7 +482,7 @@ class BatchProcessor:
 
     def _score(
         self, pending: list[_PendingRecommendation], now: float
-    ) -> tuple[list[Recommendation], dict[int, list[tuple[str, float]]]]:
+    ) -> tuple[list[EmittedRecommendation], dict[int, list[tuple[str, float]]]]:
         """Top-K for every pending request, batched per target and model version; returns the
         recommendations and the ranked items by position in ``pending``."""
         by_target: dict[tuple[str, int], list[int]] = defaultdict(list)
@@ -489,7 +493,7 @@ class BatchProcessor:
         ranked: dict[int, list[tuple[str, float]]] = {}
         k = self.settings.recommendations.top_k
         top = self.settings.recommendations.explain_top
-        because: dict[int, list[list[Contribution]]] = {}
+        because: dict[int, list[Contributions]] = {}
         for (target, scorer_id), positions in by_target.items():
             scorer = scorers[scorer_id]
             index = scorer.index(target)
@@ -504,29 +508,17 @@ class BatchProcessor:
             items = ranked[position]
             if not items:
                 continue
-            # Every field comes from validated input or our own scorer: no validation needed
-            # (a test checks that emitted recommendations validate against the contract).
+            version = request.scorer.version
             recommendations.append(
-                Recommendation.model_construct(
-                    schema_version=SCHEMA_VERSION,
+                EmittedRecommendation(
                     recommendation_id=recommendation_id(
-                        request.user_id,
-                        request.target,
-                        request.trigger.event_id,
-                        request.scorer.version,
+                        request.user_id, request.target, request.trigger.event_id, version
                     ),
                     user_id=request.user_id,
                     target_domain=request.target,
-                    items=[
-                        RecommendedItem.model_construct(
-                            item_id=item_id,
-                            score=score,
-                            rank=rank,
-                            because=because[position][rank - 1] if position in because else [],
-                        )
-                        for rank, (item_id, score) in enumerate(items, start=1)
-                    ],
-                    model_version=request.scorer.version,
+                    items=items,
+                    because=because.get(position) or [[] for _ in items],
+                    model_version=version,
                     source_domains=request.sources,
                     trigger=request.trigger,
                     generated_at=now,

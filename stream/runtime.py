@@ -17,12 +17,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
-from schemas import DeadLetter, Recommendation
+from schemas import DeadLetter
 from stream.catalog import ItemCatalog
 from stream.catalog_reader import CatalogReader
 from stream.changelog import StateChangelog
+from stream.emit import EmittedRecommendation
 from stream.encoder import TextEncoder
 from stream.metrics import WorkerMetrics
 from stream.model_watcher import ModelWatcher
@@ -33,10 +34,17 @@ from stream.processor import (
     Scorer,
     SourceRecord,
 )
+from stream.scoring import coarse_dtype
 from stream.settings import Settings
 from stream.state_store import UserStateStore
 from stream.training_trigger import TrainingTrigger
-from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
+from stream.transport import (
+    OutgoingMessage,
+    is_transient,
+    make_consumer,
+    make_producer,
+    produce_all,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +62,11 @@ class BatchStats:
 
 
 def recommendation_messages(
-    settings: Settings, recs: Iterable[Recommendation]
+    settings: Settings, recs: Iterable[EmittedRecommendation]
 ) -> list[OutgoingMessage]:
     return [
         OutgoingMessage(
-            settings.topics.recs(rec.target_domain),
-            rec.user_id.encode("utf-8"),
-            rec.model_dump_json().encode("utf-8"),
+            settings.topics.recs(rec.target_domain), rec.user_id.encode("utf-8"), rec.to_json()
         )
         for rec in recs
     ]
@@ -92,9 +98,7 @@ class WorkerRuntime:
         self.processor: BatchProcessor | None = None
         self.producer = make_producer(settings)
         self.changelog = StateChangelog(settings)
-        self.trigger = TrainingTrigger(
-            settings, self.metrics, lambda messages: produce_all(self.producer, messages)
-        )
+        self.trigger = TrainingTrigger(settings, self.metrics, self.produce)
         self._restored: set[int] = set()
         self._restored_lock = threading.Lock()
         self._closing = threading.Event()
@@ -123,10 +127,14 @@ class WorkerRuntime:
             max_length=encoder_settings.max_length,
             batch_size=encoder_settings.batch_size,
             device=encoder_settings.device,
+            precision=encoder_settings.precision,
         )
         self.store = UserStateStore(self.state_dir / "users")
         self.catalog = ItemCatalog(
-            self.state_dir / "items", self.encoder.fingerprint, self.encoder.dimension
+            self.state_dir / "items",
+            self.encoder.fingerprint,
+            self.encoder.dimension,
+            coarse_dtype(settings.recommendations.coarse_scoring),
         )
         self.catalog.load()
         self.processor = BatchProcessor(
@@ -195,15 +203,26 @@ class WorkerRuntime:
 
     def _refresh_catalog(self) -> None:
         """Catch the catalog up for a batch with unknown items, at most once per second: a
-        stream of events for unknown items must not turn every batch into a catalog read."""
+        stream of events for unknown items must not turn every batch into a catalog read.
+
+        While the broker is away the catch-up waits for it (``kafka.retry_timeout_seconds``)
+        rather than going on with the catalog as it is: that could dead-letter an event whose
+        item was published just before it but not read yet, and the batch cannot finish
+        without the broker anyway (its outputs need acks). An outage longer than that fails
+        the batch, which is then replayed after the restart: nothing is lost either way."""
         assert self.reader is not None
         now = time.monotonic()
         if now - self._last_catalog_refresh >= CATALOG_REFRESH_SECONDS:
             self._last_catalog_refresh = now
             self.reader.catch_up()
 
+    def produce(self, messages: Iterable[OutgoingMessage]) -> list[Message]:
+        """Produce and wait for the acks, riding out broker outages up to
+        ``kafka.produce_timeout_seconds`` (the producer's message.timeout.ms too)."""
+        return produce_all(self.producer, messages, self.settings.kafka.produce_timeout_seconds)
+
     def publish_dead_letters(self, letters: list[DeadLetter]) -> None:
-        produce_all(self.producer, dead_letter_messages(self.settings, letters))
+        self.produce(dead_letter_messages(self.settings, letters))
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Partitions were revoked: restore them from the changelog if they come back."""
@@ -240,7 +259,7 @@ class WorkerRuntime:
             + dead_letter_messages(self.settings, output.dead_letters)
             + self.changelog.messages(states)
         )
-        delivered = produce_all(self.producer, messages)
+        delivered = self.produce(messages)
         offsets = self.changelog.offsets(delivered)
         self.store.write(((user, value) for user, (_, value) in states.items()), offsets)
         stats = BatchStats(
@@ -328,8 +347,11 @@ class WorkerRuntime:
             while not self._closing.wait(self.settings.metrics.refresh_seconds):
                 try:
                     self.refresh_gauges(watermarks)
-                except Exception:  # a failed refresh must never take the worker down
-                    log.exception("gauge refresh failed")
+                except Exception as exc:  # a failed refresh must never take the worker down
+                    if is_transient(exc):  # the broker is away: one line, not a traceback
+                        log.warning("gauge refresh waiting for the broker error=%s", exc)
+                    else:
+                        log.exception("gauge refresh failed")
         finally:
             watermarks.close()
 

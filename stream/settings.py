@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -34,6 +34,13 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
+    # How long a produced message may wait for the broker's ack (librdkafka message.timeout.ms;
+    # it retries on its own meanwhile), and how long a worker's batch waits for its acks: a
+    # broker outage shorter than this delays batches instead of failing them.
+    produce_timeout_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    # How long reads that must reach the broker (catalog catch-up, changelog restore) retry
+    # transient errors (broker down, timeouts, leader moves) before failing.
+    retry_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties shared by the producer, consumer and admin client."""
@@ -95,6 +102,10 @@ class EncoderSettings(BaseModel):
     max_length: int = Field(default=128, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"
+    # CPU only (a GPU runs float32). "auto": bfloat16 where the CPU has AMX (about 4x float32,
+    # cosine 0.99995), else float32; "int8" (needs VNNI) is about 1.4x, cosine about 0.993.
+    # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
+    precision: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
 
 
 class InterestSettings(BaseModel):
@@ -137,6 +148,9 @@ class RecommendationSettings(BaseModel):
     explain: bool = True
     explain_top: int = Field(default=3, ge=1, le=20)
     explain_history: int = Field(default=20, ge=1, le=1_000)
+    # First pass of top-K over the whole catalog in bfloat16, the shortlist rescored in float32
+    # ("auto": where the CPU has native bfloat16 arithmetic; see stream/scoring.py).
+    coarse_scoring: Literal["auto", "bfloat16", "off"] = "auto"
 
 
 class LimitSettings(BaseModel):
@@ -153,9 +167,27 @@ class WorkerSettings(BaseModel):
     """The stream worker's micro-batching and local state."""
 
     batch_size: int = Field(default=500, ge=1, le=100_000)
-    batch_within_seconds: float = Field(default=0.2, gt=0)
+    # An idle worker's first event waits this long for others to join its batch; while a batch
+    # is processed the next one gathers by itself (stream/batching.py), up to batch_size.
+    batch_within_seconds: float = Field(default=0.005, ge=0)
     state_dir: Path = Path(".xdrec/state")
     name: str = "worker-0"
+    # Consumer-group liveness (faust broker_session_timeout / broker_heartbeat_interval): a
+    # crashed worker's partitions move after the session timeout; shorter recovers sooner but
+    # a stall longer than it (GC, CPU starvation) triggers a needless rebalance. The broker
+    # accepts 6-1800 s by default (group.min/max.session.timeout.ms).
+    session_timeout_seconds: float = Field(default=60.0, ge=6, le=1800)
+    heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> WorkerSettings:
+        if self.heartbeat_interval_seconds * 3 > self.session_timeout_seconds:
+            raise ValueError(
+                f"worker.heartbeat_interval_seconds={self.heartbeat_interval_seconds} must be at "
+                f"most a third of worker.session_timeout_seconds={self.session_timeout_seconds}, "
+                "so that one lost heartbeat does not end the session: lower the interval"
+            )
+        return self
 
 
 class ModelSettings(BaseModel):

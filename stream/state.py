@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import bisect
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from schemas import FEEDBACK_ONLY
 from stream.settings import InterestSettings
@@ -69,7 +69,8 @@ class UserState:
     events_applied: int = 0
 
     def to_bytes(self) -> bytes:
-        """Deterministic serialization: JSON with float32 vectors as base64 (never pickle)."""
+        """Deterministic serialization: JSON with sorted keys and float32 vectors as base64
+        (never pickle); orjson, because this runs for every user of every batch."""
         document = {
             "format": STATE_FORMAT,
             "user_id": self.user_id,
@@ -94,11 +95,11 @@ class UserState:
             "dismissed": self.dismissed,
             "events_applied": self.events_applied,
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserState:
-        document = json.loads(data)
+        document = orjson.loads(data)
         if document.get("format") != STATE_FORMAT:
             raise ValueError(f"unsupported user state format {document.get('format')!r}")
         return cls(

@@ -30,6 +30,12 @@ class MemoryCatalog:
     def embedding(self, domain: str, item_id: str) -> np.ndarray | None:
         return self.vectors.get((domain, item_id))
 
+    def embeddings(self, keys: list[tuple[str, str]]) -> tuple[np.ndarray, list[bool]]:
+        found = [key in self.vectors for key in keys]
+        rows = [self.vectors[key] for key in keys if key in self.vectors]
+        dimension = len(next(iter(self.vectors.values())))
+        return np.stack(rows) if rows else np.zeros((0, dimension), np.float32), found
+
     def add(self, domain, item_ids, digests, vectors) -> None:  # noqa: ANN001
         raise AssertionError("no inline items in these tests")
 

@@ -9,19 +9,18 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from schemas import SCHEMA_VERSION, UserEvent
 from stream.settings import Settings, merge_sections
 from stream.supervisor import WorkerProcess
 from stream.topics import create_topics
 from stream.transport import (
-    DeliveryError,
     OutgoingMessage,
     make_consumer,
     make_producer,
     produce_all,
-    produce_queued,
+    produce_tracked,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,42 +70,6 @@ def isolated_settings(bootstrap_servers: str, state_dir: Path, **overrides: obje
 
 def produce(settings: Settings, messages: list[OutgoingMessage]) -> None:
     produce_all(make_producer(settings), messages)
-
-
-def produce_tracked(
-    settings: Settings, messages: list[OutgoingMessage], timeout: float = 60.0
-) -> list[tuple[str, int, int]]:
-    """Produce ``messages``; returns each one's (topic, partition, offset) in input order, so a
-    test can tell what became of every single record (values need not be unique)."""
-    producer = make_producer(settings)
-    placed: list[tuple[str, int, int] | None] = [None] * len(messages)
-    failures: list[str] = []
-
-    def tracker(index: int) -> Callable[[KafkaError | None, Message], None]:
-        def on_delivery(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                failures.append(f"message {index}: {error.str()}")
-            else:
-                placed[index] = (message.topic(), message.partition(), message.offset())
-
-        return on_delivery
-
-    for index, message in enumerate(messages):
-        produce_queued(
-            producer,
-            message.topic,
-            message.value,
-            message.key,
-            partition=message.partition,
-            on_delivery=tracker(index),
-        )
-    remaining = producer.flush(timeout)
-    delivered = [where for where in placed if where is not None]
-    if remaining or failures or len(delivered) != len(messages):
-        raise DeliveryError(
-            f"{len(failures)} failed, {remaining} still queued; first: {failures[:1]}"
-        )
-    return delivered
 
 
 def read_topic(

@@ -36,7 +36,13 @@ from training.event_log import HELD_OUT, Window, snapshot_window
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
 from training.model_store import ModelStore
-from training.publisher import CANDIDATE_KEY, model_update_for, publish_update, serving_update
+from training.publisher import (
+    CANDIDATE_KEY,
+    UPDATE_KEY,
+    model_update_for,
+    publish_update,
+    serving_update,
+)
 from training.train import TrainConfig, build_examples, train_model
 
 log = logging.getLogger(__name__)
@@ -124,6 +130,7 @@ def run_job(
             max_length=settings.encoder.max_length,
             batch_size=settings.encoder.batch_size,
             device=settings.encoder.device,
+            precision=settings.encoder.precision,
         )
         embeddings = embed_catalog(data, encoder, config.cache_dir, progress=progress)
         text = np.concatenate([embeddings[domain] for domain in space.domains])
@@ -166,6 +173,8 @@ def run_job(
                 f"{config.gate_metric} {ours:.4f} beats the serving {serving_version} "
                 f"{theirs:.4f} by more than {config.gate_margin}"
             )
+        if result.outcome in ("promoted", "candidate"):
+            # One stored artifact either way; only the key it is announced under differs.
             folder = save_artifact(
                 candidate_model,
                 space,
@@ -178,21 +187,9 @@ def run_job(
             )
             result.update = model_update_for(folder)
             if publish:
-                publish_update(settings, result.update)
-        if candidate:
-            folder = save_artifact(
-                candidate_model,
-                space,
-                store.path_of(version),
-                version=version,
-                parent_version=serving_version,
-                train_config=summary.get("config", {}),
-                data_window={**stats.to_dict(), "requests": reasons or []},
-                metrics=metrics,
-            )
-            result.update = model_update_for(folder)
-            if publish:
-                publish_update(settings, result.update, key=CANDIDATE_KEY)
+                publish_update(
+                    settings, result.update, key=CANDIDATE_KEY if candidate else UPDATE_KEY
+                )
         result.seconds = round(time.perf_counter() - started, 2)
         log.info(
             "training job decided outcome=%s version=%s serving=%s reason=%r seconds=%.1f",

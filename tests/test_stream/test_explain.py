@@ -72,7 +72,7 @@ def movie_recommendation(
         processor.scorer = scorer
     output = processor.process(list(records(settings, events)), lambda _: None)
     movies = [r for r in output.recommendations if r.target_domain == "movies"]
-    return movies[-1], output.states["u1"][1], processor.scorer
+    return movies[-1].contract(), output.states["u1"][1], processor.scorer
 
 
 def score_without(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from stream.scoring import DomainIndex, top_k
+from stream.scoring import DomainIndex, coarse_dtype, top_k
 
 
 def _index(rows: int = 200, dim: int = 16) -> DomainIndex:
@@ -46,3 +47,35 @@ def test_ties_are_broken_by_item_id_whatever_the_order_in_the_catalog() -> None:
     index = DomainIndex("movies", ids, {i: n for n, i in enumerate(ids)}, matrix, np.ones(5, bool))
     [result] = top_k(index, vector, [{"m5"}], k=3)
     assert [item for item, _ in result] == ["m1", "m3", "m9"]
+
+
+def test_bfloat16_shortlist_returns_the_exact_float32_ranking() -> None:
+    """The first pass in bfloat16 only shortlists: items and order are float32's, and so are the
+    scores up to float32 rounding."""
+    rows, dim = 6_000, 64
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((rows, dim)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = [f"m{i}" for i in range(rows)]
+    active = np.ones(rows, bool)
+    active[::7] = False
+    exact = DomainIndex("movies", ids, {item: i for i, item in enumerate(ids)}, matrix, active)
+    coarse = DomainIndex(
+        "movies", ids, exact.positions, matrix, active, torch.from_numpy(matrix).bfloat16()
+    )
+    assert coarse_dtype("bfloat16") is torch.bfloat16 and coarse_dtype("off") is None
+    queries = rng.standard_normal((64, dim)).astype(np.float32)
+    excluded = [{f"m{i}" for i in rng.integers(0, rows, 30)} for _ in range(64)]
+    shortlisted = top_k(coarse, queries, excluded, k=10)
+    full = top_k(exact, queries, excluded, k=10)
+    assert [[item for item, _ in row] for row in shortlisted] == [
+        [item for item, _ in row] for row in full
+    ]
+    # Rescored in float32, though summed in another order than the full product.
+    np.testing.assert_allclose(
+        [[score for _, score in row] for row in shortlisted],
+        [[score for _, score in row] for row in full],
+        rtol=1e-6,
+    )
+    [first] = top_k(coarse, queries[:1], excluded[:1], k=10)
+    assert all(active[exact.positions[item]] for item, _ in first)

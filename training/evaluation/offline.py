@@ -175,6 +175,7 @@ def evaluate_offline(
             max_length=settings.encoder.max_length,
             batch_size=settings.encoder.batch_size,
             device=settings.encoder.device,
+            precision=settings.encoder.precision,
         )
         encoder_name = encoder.name
         embeddings = embed_catalog(data, encoder, cache_dir, progress=progress)
