@@ -70,6 +70,7 @@ def replay_topics(settings: Settings, encoder: TextEncoder | None = None) -> dic
         max_length=settings.encoder.max_length,
         batch_size=settings.encoder.batch_size,
         device=settings.encoder.device,
+        precision=settings.encoder.precision,
     )
     with tempfile.TemporaryDirectory(prefix="xdrec-offline-") as scratch:
         catalog = ItemCatalog(

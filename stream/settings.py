@@ -102,8 +102,8 @@ class EncoderSettings(BaseModel):
     max_length: int = Field(default=128, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"
-    # CPU only (a GPU runs float32). "auto": bfloat16 where the CPU has AMX (about 4x float32,
-    # cosine 0.99995), else float32; "int8" (needs VNNI) is about 1.4x, cosine about 0.993.
+    # CPU only (a GPU runs float32). "auto": bfloat16 where the CPU has AMX (about 2.8x float32,
+    # cosine 0.99995), else float32; "int8" (needs VNNI) is about 1.5x, cosine about 0.993.
     # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
     precision: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
 
