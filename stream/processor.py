@@ -35,7 +35,14 @@ from stream.encoder import item_text
 from stream.explain import Contributions, Explainer, zero_shot_explainer
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event, interest_sum, state_time
+from stream.state import (
+    AppliedEvent,
+    UserState,
+    apply_event,
+    interest_sum,
+    normalize,
+    state_time,
+)
 
 MAX_KEY_BYTES = 1_024  # of a refused record's key kept in its dead letter
 
@@ -115,12 +122,10 @@ class ZeroShotScorer:
             source_weight=config.source_weight,
             target_weight=config.target_weight,
         )
-        if total is None:
+        normalized = normalize(total) if total is not None else None
+        if normalized is None:
             return None
-        norm = float(np.sqrt(np.dot(total, total)))
-        if not np.isfinite(norm) or norm == 0.0:
-            return None
-        query = (total / np.float32(norm)).astype(np.float32, copy=False)
+        query, norm = normalized
         explainer = (
             zero_shot_explainer(state, target, sources, norm, self.items, self.settings)
             if explain

@@ -239,10 +239,14 @@ def interest_query(
 
     Returns None when the user has no interest in any of the domains that feed the target.
     """
-    query = interest_sum(state, target, sources, when, settings, source_weight, target_weight)
-    if query is None:
-        return None
-    norm = float(np.sqrt(np.dot(query, query)))
+    total = interest_sum(state, target, sources, when, settings, source_weight, target_weight)
+    normalized = normalize(total) if total is not None else None
+    return normalized[0] if normalized is not None else None
+
+
+def normalize(total: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``total`` scaled to unit length, and its length; None when that is zero or not finite."""
+    norm = float(np.sqrt(np.dot(total, total)))
     if not np.isfinite(norm) or norm == 0.0:
         return None
-    return (query / np.float32(norm)).astype(np.float32, copy=False)
+    return (total / np.float32(norm)).astype(np.float32, copy=False), norm
