@@ -2,7 +2,8 @@
 
 Runs :class:`stream.processor.BatchProcessor` over synthetic events in 500-event batches against
 a movies catalog of random unit vectors (route movies <- books, music, top_k 10, explanations
-on), then serializes states and recommendations and writes the states to RocksDB, as
+on), then serializes states and recommendations and writes the states to RocksDB (handing the
+decoded states back to the store's cache, ``worker.state_cache_users``), as
 ``WorkerRuntime.handle_batch`` does minus producing. ``--profile`` prints cProfile tables
 measured in the batch thread's own CPU time (torch's and BLAS's threads are not in them).
 """
@@ -55,7 +56,7 @@ def main() -> None:
         vectors = rng.standard_normal((len(ids), DIMENSION)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         catalog.add(domain, ids, [b"\0" * 16] * len(ids), vectors)
-    store = UserStateStore(scratch / "users")
+    store = UserStateStore(scratch / "users", settings.worker.state_cache_users)
     processor = BatchProcessor(settings, catalog, encoder=None)  # type: ignore[arg-type]
     changelog = StateChangelog(settings)
     sources = {"books": items["books"], "music": items["music"]}
@@ -71,7 +72,8 @@ def main() -> None:
             states = {u: (p, s.to_bytes()) for u, (p, s) in output.states.items()}
             recommendation_messages(settings, output.recommendations)
             changelog.messages(states)
-            store.write(((user, value) for user, (_, value) in states.items()), {})
+            decoded = {user: state for user, (_, state) in output.states.items()}
+            store.write(((user, value) for user, (_, value) in states.items()), {}, decoded)
             recommendations += len(output.recommendations)
         return recommendations
 

@@ -9,7 +9,7 @@ timed from the first produced to the worker's ``xdrec_events_consumed_total`` re
 Then an endless stream of sample-item events over ``--users`` users is paced at half that rate
 (or at ``--rate``) for ``--minutes``, and every ``--interval`` seconds this process samples:
 
-- the worker's resident memory (psutil when installed, else ``VmRSS`` of /proc/PID/status),
+- the worker's resident memory: ``VmRSS`` of its process and its runtime process together,
 - its consumer lag: ``xdrec_consumer_lag_messages`` of its /metrics summed over partitions
   (refreshed every second), and the group's lag from committed offsets (admin API).
 
@@ -67,16 +67,16 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] soak: {message}", flush=True)
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` in MiB."""
-    try:
-        import psutil
-    except ImportError:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS for pid {pid}") from None
-    return psutil.Process(pid).memory_info().rss / 2**20
+def rss_mib(pids: Sequence[int]) -> float:
+    """Resident memory of the processes ``pids`` together, in MiB (``VmRSS`` of each)."""
+    total_kib = 0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        total_kib += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return total_kib / 1024
 
 
 def slope(points: Sequence[tuple[float, float]]) -> float | None:
@@ -161,7 +161,7 @@ def measure(
                     committed = None
                 sample = Sample(
                     at_s=round(now - started, 1),
-                    rss_mib=round(rss_mib(worker.pid), 1),
+                    rss_mib=round(rss_mib(worker.process_tree()), 1),
                     lag=metrics.get(LAG),
                     committed_lag=committed,
                     consumed=metrics.get(CONSUMED),

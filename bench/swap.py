@@ -30,6 +30,20 @@ exactly one recommendation on ``recs.movies``. The figures written:
 - ``stall_ms_p99``: the 99th percentile of the loop lag in the same window, from the
   deltas of the ``xdrec_event_loop_lag_seconds`` buckets, interpolated linearly within the
   bucket as Prometheus' ``histogram_quantile`` does (``baseline_stall_ms_p99`` likewise).
+- ``rec_latency_ms_max`` and ``rec_latency_ms_p99``: what users feel, which the loop-lag gauge
+  no longer shows since batches run in the worker's runtime process (a version prepared there
+  pauses them without delaying faust's loop): from producing an event to this process
+  consuming its recommendation, over the events produced within the stall window, in ms.
+  ``baseline_rec_latency_ms_max`` / ``_p99``: the same over the events produced from
+  ``warmup_s`` (2 s, at most half the steady stream) after the stream's start until the
+  ModelUpdate was sent. Unlike the stall baselines they leave the warm-up out: a fresh
+  worker's first second or so of batches is slower and would set the baseline's max;
+  ``warmup_rec_latency_ms_max`` is the largest latency left out, and ``rec_latency_events``
+  counts the events of each window. Both ends are this process's clock: the time the paced
+  producer draws an event, right before producing it, and the time the poll that returned its
+  recommendation came back (the first copy, if doubled). Not the recommendation's
+  ``trigger.event_time``: these events carry synthetic timestamps starting a day before the
+  run (10 ms apart), which say nothing of when they were produced.
 - ``swap_to_first_new_rec_ms``: from the broker's acknowledgement of the ModelUpdate to this
   process consuming the first recommendation of the new version (what a consumer sees);
   ``swap_to_first_new_rec_generated_ms`` uses that recommendation's ``generated_at`` instead
@@ -99,6 +113,10 @@ LAG_HISTOGRAM = "xdrec_event_loop_lag_seconds"
 
 STALL_ROW = "xdrec_swap_loop_stall_ms_max"
 STEADY_ROW = "xdrec_steady_loop_stall_ms_max"
+REC_LATENCY_ROW = "xdrec_swap_rec_latency_ms_max"
+STEADY_REC_LATENCY_ROW = "xdrec_steady_rec_latency_ms_max"
+REC_LATENCY_P99_ROW = "xdrec_swap_rec_latency_ms_p99"
+STEADY_REC_LATENCY_P99_ROW = "xdrec_steady_rec_latency_ms_p99"
 FIRST_REC_ROW = "xdrec_swap_to_first_new_rec_ms"
 NEEDS_BROKER = True
 _SETUP = (
@@ -125,6 +143,34 @@ ROWS = (
         "max can stem from up to 10 s before it) and the highest bucket bound reached",
     ),
     RowSpec(
+        STEADY_REC_LATENCY_ROW,
+        "ms",
+        None,
+        "largest latency from producing an event to consuming its recommendation (both on "
+        "the bench's clock), over the events produced during steady load before the swap "
+        "(the stream's first 2 s of warm-up left out): unlike the loop lag, it shows batches "
+        "paused in the worker's runtime process",
+    ),
+    RowSpec(
+        REC_LATENCY_ROW,
+        "ms",
+        STEADY_REC_LATENCY_ROW,
+        "the same latency, largest over the events produced from just before the ModelUpdate "
+        "until 2 s after the first recommendation of the new version",
+    ),
+    RowSpec(
+        STEADY_REC_LATENCY_P99_ROW,
+        "ms",
+        None,
+        "99th percentile of the same latencies during steady load before the swap",
+    ),
+    RowSpec(
+        REC_LATENCY_P99_ROW,
+        "ms",
+        STEADY_REC_LATENCY_P99_ROW,
+        "99th percentile of the same latencies over the swap window",
+    ),
+    RowSpec(
         FIRST_REC_ROW,
         "ms",
         None,
@@ -144,6 +190,7 @@ class SwapPlan:
     catalog_items: int = 10_000  # movies, the target: sample items plus synthetic ones
     users: int = 500
     settle_s: float = 2.0
+    warmup_s: float = 2.0  # of the stream, left out of the baseline recommendation latency
     poll_s: float = 0.1
     start_timeout_s: float = 300.0
     seed: int = 7
@@ -285,10 +332,15 @@ def events(settings: Settings, users: int, seed: int) -> Iterator[Planned]:
     )
 
 
-def recorded(stream: Iterator[Planned], event_ids: list[str]) -> Iterator[Planned]:
+def recorded(
+    stream: Iterator[Planned], event_ids: list[str], produced_at: list[float] | None = None
+) -> Iterator[Planned]:
     """``stream``, noting each event's id as it is drawn: the paced producer draws a record
-    right before producing it, so ``event_ids`` are the events produced, in order."""
+    right before producing it, so ``event_ids`` are the events produced, in order, and
+    ``produced_at`` (perf_counter at the draw) when each was produced."""
     for planned in stream:
+        if produced_at is not None:
+            produced_at.append(time.perf_counter())
         event_ids.append(planned.event_id or "")
         yield planned
 
@@ -482,6 +534,37 @@ def lag_figures(samples: list[LagSample], start: float, end: float) -> dict[str,
     }
 
 
+def rec_latency_figures(
+    sent: list[str],
+    produced_at: list[float],
+    received: list[Received],
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    """Latency (ms) from producing an event to consuming its recommendation, over the events
+    produced in [start, end) (perf_counter, as ``produced_at`` and ``Received.at``).
+
+    Each event counts once, by its first recommendation consumed; a lost one has no latency
+    (``lost`` reports it). ``max``/``p99`` are None when no event of the window has one.
+    """
+    first: dict[str, float] = {}
+    for rec in received:
+        if rec.event_id not in first or rec.at < first[rec.event_id]:
+            first[rec.event_id] = rec.at
+    latencies = [
+        1000.0 * (first[event_id] - at)
+        for event_id, at in zip(sent, produced_at, strict=True)
+        if start <= at < end and event_id in first
+    ]
+    if not latencies:
+        return {"max": None, "p99": None, "events": 0}
+    return {
+        "max": max(latencies),
+        "p99": float(np.percentile(latencies, 99)),
+        "events": len(latencies),
+    }
+
+
 def check_versions(received: list[Received], acked_wall: float) -> tuple[bool, str]:
     """Old version then only the new one within each source partition, in offset order; and
     nothing of the new version generated before the update was acknowledged."""
@@ -521,13 +604,15 @@ def _prepare_seconds(log_text: str) -> float | None:
 def figures(
     plan: SwapPlan,
     sent: list[str],
+    produced_at: list[float],
     received: list[Received],
     samples: list[LagSample],
     first_new_at: float | None,
     times: Timeline,
     worker_log: str,
 ) -> dict[str, Any]:
-    """The JSON of a run, the product issue's keys first."""
+    """The JSON of a run, the product issue's keys first; ``produced_at``: when each event of
+    ``sent`` was produced (perf_counter)."""
     ids_per_event: dict[str, set[str]] = defaultdict(set)
     copies: dict[str, int] = defaultdict(int)
     for rec in received:
@@ -538,10 +623,23 @@ def figures(
     unexpected = len(set(ids_per_event) - set(sent))
     baseline = lag_figures(samples, times.stream_started, times.update_sent)
     swap = lag_figures([], 0.0, 0.0)
+    steady_from = times.stream_started + min(
+        plan.warmup_s, (times.update_sent - times.stream_started) / 2
+    )
+    warmup_latency = rec_latency_figures(
+        sent, produced_at, received, times.stream_started, steady_from
+    )
+    baseline_latency = rec_latency_figures(
+        sent, produced_at, received, steady_from, times.update_sent
+    )
+    swap_latency = rec_latency_figures([], [], [], 0.0, 0.0)
     to_first: float | None = None
     to_first_generated: float | None = None
     if first_new_at is not None:
         swap = lag_figures(samples, times.update_sent, first_new_at + plan.settle_s)
+        swap_latency = rec_latency_figures(
+            sent, produced_at, received, times.update_sent, first_new_at + plan.settle_s
+        )
         to_first = 1000.0 * (first_new_at - times.update_acked)
         generated = min(r.generated_at for r in received if r.model_version != OLD_VERSION)
         to_first_generated = 1000.0 * (generated - times.update_acked_wall)
@@ -566,6 +664,16 @@ def figures(
         "baseline_stall_ms_new_max": baseline["new_max"],
         "baseline_stall_ms_bound": baseline["bound"],
         "stall_target_ms": STALL_TARGET_MS,
+        "rec_latency_ms_max": swap_latency["max"],
+        "rec_latency_ms_p99": swap_latency["p99"],
+        "baseline_rec_latency_ms_max": baseline_latency["max"],
+        "baseline_rec_latency_ms_p99": baseline_latency["p99"],
+        "warmup_rec_latency_ms_max": warmup_latency["max"],
+        "rec_latency_events": {
+            "warmup": warmup_latency["events"],
+            "baseline": baseline_latency["events"],
+            "swap": swap_latency["events"],
+        },
         "reprocessed": sum(1 for ids in ids_per_event.values() if len(ids) > 1),
         "unexpected_recs": unexpected,
         "version_before": OLD_VERSION,
@@ -622,6 +730,7 @@ def measure(
     collector: RecCollector | None = None
     producer: PacedProducer | None = None
     sent: list[str] = []  # ids of the events produced, in order
+    produced_at: list[float] = []  # and when each was drawn to be produced (perf_counter)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swap-train") as pool:
             trained = pool.submit(publish_and_train, settings, items, space_text(vectors), store)
@@ -647,7 +756,7 @@ def measure(
         limit = plan.events + int(plan.rate * (60.0 + 2 * plan.settle_s))
         producer = PacedProducer(
             settings,
-            recorded(events(settings, plan.users, plan.seed), sent),
+            recorded(events(settings, plan.users, plan.seed), sent, produced_at),
             plan.rate,
             limit=limit,
             go_on=go_on,
@@ -703,6 +812,7 @@ def measure(
     result = figures(
         plan,
         sent,
+        produced_at,
         list(collector.received),
         list(poller.samples),
         first_new_at,
@@ -764,6 +874,10 @@ def summary(result: dict[str, Any]) -> str:
         f"bound {ms(result['stall_ms_bound'])}) stall_p99={ms(result['stall_ms_p99'])} "
         f"steady: max {ms(result['baseline_stall_ms_max'])} "
         f"p99 {ms(result['baseline_stall_ms_p99'])} "
+        f"rec_latency: max {ms(result['rec_latency_ms_max'])} "
+        f"p99 {ms(result['rec_latency_ms_p99'])} "
+        f"(steady: max {ms(result['baseline_rec_latency_ms_max'])} "
+        f"p99 {ms(result['baseline_rec_latency_ms_p99'])}) "
         f"swap_to_first_new_rec={ms(result['swap_to_first_new_rec_ms'])} "
         f"versions={result['recs_by_version']} target<={STALL_TARGET_MS:.0f} ms: {verdict}"
     )
@@ -798,6 +912,20 @@ def run(ctx: Context) -> dict[str, Outcome]:
         )
         return ", ".join(f"{name} {value:.1f} ms" for name, value in figures if value is not None)
 
+    def counted(window: str) -> str:
+        return f"{result['rec_latency_events'][window]:,} events"
+
+    def latency(prefix: str, window: str) -> str:
+        p99 = result[f"{prefix}_p99"]
+        return (f"p99 {p99:.1f} ms; " if p99 is not None else "") + counted(window)
+
+    warmup = result["warmup_rec_latency_ms_max"]
+    left_out = (
+        f"; warm-up left out: {counted('warmup')}, max {warmup:.1f} ms"
+        if warmup is not None
+        else ""
+    )
+
     return {
         STEADY_ROW: Outcome(
             result["baseline_stall_ms_max"], detail=f"{lag('baseline_stall_ms')}; {load}"
@@ -805,6 +933,20 @@ def run(ctx: Context) -> dict[str, Outcome]:
         STALL_ROW: Outcome(
             result["stall_ms_max"],
             detail=f"{lag('stall_ms')}; target <= {STALL_TARGET_MS:.0f} ms",
+        ),
+        STEADY_REC_LATENCY_ROW: Outcome(
+            result["baseline_rec_latency_ms_max"],
+            detail=latency("baseline_rec_latency_ms", "baseline") + left_out,
+        ),
+        REC_LATENCY_ROW: Outcome(
+            result["rec_latency_ms_max"], detail=latency("rec_latency_ms", "swap")
+        ),
+        STEADY_REC_LATENCY_P99_ROW: Outcome(
+            result["baseline_rec_latency_ms_p99"],
+            detail=f"{counted('baseline')}; before the ModelUpdate",
+        ),
+        REC_LATENCY_P99_ROW: Outcome(
+            result["rec_latency_ms_p99"], detail=f"{counted('swap')}; the swap window"
         ),
         FIRST_REC_ROW: Outcome(
             result["swap_to_first_new_rec_ms"],

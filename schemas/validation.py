@@ -93,7 +93,7 @@ class EventValidator:
         return None
 
     def _check_ids(self, *identifiers: str) -> Rejection | None:
-        longest = max(len(identifier) for identifier in identifiers)
+        longest = max(map(len, identifiers))
         if longest > self.limits.max_id_chars:
             return Rejection(
                 "schema_violation",

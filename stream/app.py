@@ -2,8 +2,9 @@
 
 faust drives consumption, group membership and source-offset commits (at-least-once: events
 are taken without automatic acks and acknowledged only once their batch is durable). Batches
-form by themselves (:mod:`stream.batching`) and run in :class:`stream.runtime.WorkerRuntime`
-on a single worker thread, off the event loop, while the loop takes in the next ones.
+form by themselves (:mod:`stream.batching`) and go to the worker's runtime, which runs in a
+process of its own (:mod:`stream.engine`), while this process's event loop takes in the next
+ones. This module imports nothing heavy: torch and the stores live in the runtime process.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import gc
 import logging
 import os
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,8 +21,7 @@ import faust
 from faust.types import EventT
 
 from stream.batching import process_in_batches
-from stream.processor import SourceRecord
-from stream.runtime import WorkerRuntime
+from stream.engine import LoopLagWatch, RecordTuple, RuntimeProcess
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,31 +48,30 @@ def _broker_credentials(settings: Settings) -> Any:
 
 
 LOOP_PROBE_SECONDS = 0.005
-LOOP_LAG_WINDOW_SECONDS = 10.0
+LOOP_LAG_REPORT_SECONDS = 0.5
 
 
-async def watch_loop_lag(runtime: WorkerRuntime) -> None:
-    """Measure how late the event loop wakes a short timer: anything that holds the loop or
-    the GIL (a model being prepared, a long batch step, GC) shows up here."""
-    recent: deque[tuple[float, float]] = deque()
-    histogram = runtime.metrics.loop_lag
-    maximum = runtime.metrics.loop_lag_max
+async def watch_loop_lag(runtime: RuntimeProcess) -> None:
+    """Measure how late the event loop wakes a short timer and report it to the runtime's
+    /metrics twice a second: a stalled loop delays intake, acks and heartbeats."""
+    watch = LoopLagWatch()
+    loop = asyncio.get_running_loop()
+    reported = time.perf_counter()
     while True:
         started = time.perf_counter()
         await asyncio.sleep(LOOP_PROBE_SECONDS)
         now = time.perf_counter()
-        lag = max(0.0, now - started - LOOP_PROBE_SECONDS)
-        histogram.observe(lag)
-        while recent and recent[0][0] < now - LOOP_LAG_WINDOW_SECONDS:
-            recent.popleft()
-        while recent and recent[-1][1] <= lag:
-            recent.pop()  # a monotonic queue: the front is the window's maximum
-        recent.append((now, lag))
-        maximum.set(recent[0][1])
+        watch.observe(max(0.0, now - started - LOOP_PROBE_SECONDS), now)
+        if now - reported >= LOOP_LAG_REPORT_SECONDS:
+            reported = now
+            # A pipe write may block for a moment when the runtime is busy: off the loop.
+            await loop.run_in_executor(
+                None, runtime.report_loop_lag, watch.drain(), watch.window_max
+            )
 
 
-def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
-    """A faust app whose one agent feeds event batches to a :class:`WorkerRuntime`."""
+def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, RuntimeProcess]:
+    """A faust app whose one agent feeds event batches to the worker's runtime process."""
     state_dir = settings.worker.state_dir / settings.worker.name
     state_dir.mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{address}" for address in settings.kafka.bootstrap_servers.split(",")]
@@ -95,7 +93,7 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
         broker_heartbeat_interval=settings.worker.heartbeat_interval_seconds,
         broker_request_timeout=max(90.0, settings.worker.session_timeout_seconds),
     )
-    runtime = WorkerRuntime(settings)
+    runtime = RuntimeProcess(settings, log_level)  # starts loading while faust joins
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdrec-batch")
     events = app.topic(
         *[settings.topics.events(domain) for domain in settings.domains],
@@ -108,22 +106,26 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
     @app.agent(events, name="xdrec.events", concurrency=1)
     async def process_events(stream: faust.StreamT) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, runtime.start)
-        # Everything loaded so far (torch, transformers, faust, the catalog) lives as long as
-        # the process: moving it out of the collector's sight turns 0.3-0.6 s full collections
-        # (a stalled event loop, missed heartbeats) into near-free ones.
+        try:
+            await loop.run_in_executor(executor, runtime.start)
+        except Exception:
+            # A worker without its runtime would hold partitions and process nothing.
+            log.critical("the runtime did not start; exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        # What faust loaded lives as long as the process: out of the collector's sight.
         gc.collect()
         gc.freeze()
 
         async def handle(batch: list[EventT]) -> None:
-            records = [
-                SourceRecord(
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    key=event.message.key,
-                    value=event.message.value,
-                    timestamp=event.message.timestamp,
+            records: list[RecordTuple] = [
+                (
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                    event.message.key,
+                    event.message.value,
+                    event.message.timestamp,
                 )
                 for event in batch
             ]
@@ -157,11 +159,14 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: Any) -> None:
-        runtime.forget_partitions({tp.partition for tp in revoked})
+        partitions = {tp.partition for tp in revoked}
+        await asyncio.get_running_loop().run_in_executor(
+            executor, runtime.forget_partitions, partitions
+        )
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: faust.App, **_: Any) -> None:
-        executor.shutdown(wait=True)
+        executor.shutdown(wait=True)  # the batch in flight finishes first
         runtime.close()
 
     return app, runtime
@@ -169,6 +174,6 @@ def create_app(settings: Settings) -> tuple[faust.App, WorkerRuntime]:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process until SIGINT/SIGTERM."""
-    app, _ = create_app(settings)
+    app, _ = create_app(settings, loglevel)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

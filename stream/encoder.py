@@ -34,6 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
+from stream.cpu import has_amx_bfloat16, has_int8_vnni  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "float32", "bfloat16", "int8"]
@@ -65,11 +67,10 @@ def resolve_device(requested: str) -> torch.device:
 
 def native_cpu_precisions() -> tuple[str, ...]:
     """The precisions this CPU runs in hardware: float32, bfloat16 with AMX, int8 with VNNI."""
-    capabilities = torch.cpu.get_capabilities()
     native = ["float32"]
-    if capabilities.get("amx_bf16", False):
+    if has_amx_bfloat16():
         native.append("bfloat16")
-    if capabilities.get("avx512_vnni", False) or capabilities.get("avx_vnni", False):
+    if has_int8_vnni():
         native.append("int8")
     return tuple(native)
 

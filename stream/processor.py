@@ -32,7 +32,7 @@ from schemas import (
 from stream.catalog import text_digest
 from stream.emit import EmittedRecommendation, EmittedTrigger
 from stream.encoder import item_text
-from stream.explain import Contributions, Explainer, zero_shot_explainer
+from stream.explain import Contributions, Explainer, explain_batch, zero_shot_explainer
 from stream.scoring import DomainIndex, top_k
 from stream.settings import Settings
 from stream.state import (
@@ -113,11 +113,12 @@ class ZeroShotScorer:
         """The normalized decayed interest (as :func:`stream.state.interest_query`) and, when
         asked, its exact decomposition, from one sum."""
         config = self.settings.recommendations
+        when = state_time(state)
         total = interest_sum(
             state,
             target,
             sources,
-            state_time(state),
+            when,
             self.settings.interest,
             source_weight=config.source_weight,
             target_weight=config.target_weight,
@@ -127,7 +128,7 @@ class ZeroShotScorer:
             return None
         query, norm = normalized
         explainer = (
-            zero_shot_explainer(state, target, sources, norm, self.items, self.settings)
+            zero_shot_explainer(state, target, sources, norm, self.items, self.settings, when)
             if explain
             else None
         )
@@ -166,6 +167,7 @@ class _PendingRecommendation:
     exclude: frozenset[str]
     trigger: EmittedTrigger
     scorer: Scorer
+    recommendation_id: str = ""  # set once ranked
 
 
 def dead_letter(
@@ -373,13 +375,10 @@ class BatchProcessor:
                 items = ranked.get(step)
                 if items:
                     request = pending[step]
-                    version = request.scorer.version
                     state.shown[request.target] = [
-                        version,
+                        request.scorer.version,
                         [item for item, _ in items],
-                        recommendation_id(
-                            request.user_id, request.target, request.trigger.event_id, version
-                        ),
+                        request.recommendation_id,
                     ]
                 continue
             domain, item_id = step
@@ -505,20 +504,21 @@ class BatchProcessor:
             queries, explainers = scorer.finish([pending[p].prepared for p in positions])
             results = top_k(index, queries, [pending[p].exclude for p in positions], k)
             ranked.update(zip(positions, results, strict=True))
-            for position, items, explainer in zip(positions, results, explainers, strict=True):
-                if explainer is not None and items:
-                    because[position] = explainer.explain(index, items, top)
+            if any(explainer is not None for explainer in explainers):
+                explained = explain_batch(index, explainers, results, top)
+                because.update(zip(positions, explained, strict=True))
         recommendations = []
         for position, request in enumerate(pending):
             items = ranked[position]
             if not items:
                 continue
             version = request.scorer.version
+            request.recommendation_id = recommendation_id(
+                request.user_id, request.target, request.trigger.event_id, version
+            )
             recommendations.append(
                 EmittedRecommendation(
-                    recommendation_id=recommendation_id(
-                        request.user_id, request.target, request.trigger.event_id, version
-                    ),
+                    recommendation_id=request.recommendation_id,
                     user_id=request.user_id,
                     target_domain=request.target,
                     items=items,

@@ -14,15 +14,18 @@ than ``margin`` places, and a test compares both paths.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from stream.cpu import has_bfloat16_arithmetic
+
 COARSE_MIN_ITEMS = 2_048  # below this the exact product costs about as much as the shortlist
 COARSE_MARGIN_FACTOR = 4  # shortlist of k * factor + 16 items per query
-_CHUNK_ROWS = 128  # queries per gather of shortlisted vectors (bounds its memory)
+_CHUNK_ROWS = 8  # queries per gather of shortlisted vectors: small enough to stay in cache
 
 
 def coarse_dtype(mode: str) -> torch.dtype | None:
@@ -33,9 +36,7 @@ def coarse_dtype(mode: str) -> torch.dtype | None:
         return None
     if mode == "bfloat16":
         return torch.bfloat16
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    native = any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return torch.bfloat16 if native else None
+    return torch.bfloat16 if has_bfloat16_arithmetic() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,26 +133,27 @@ def _ranked(
     finite = np.isfinite(best_scores)
     available = finite.sum(axis=1)  # finite among the margin: enough to know min(k, finite)
     tied = ((best_scores[:, 1:] == best_scores[:, :-1]) & finite[:, 1:]).any(axis=1)
+    # Whole arrays to Python once; each untied row is then one zip of ids and scores.
+    width = best.shape[1]
+    ids_flat = list(map(item_ids.__getitem__, best.ravel().tolist()))
+    ids_by_row = [ids_flat[start : start + width] for start in range(0, len(ids_flat), width)]
     results: list[list[tuple[str, float]]] = []
-    for row in range(len(scores)):
-        take = min(k, int(available[row]))
+    for take, is_tied, ids, values in zip(
+        np.minimum(available, k).tolist(),
+        tied.tolist(),
+        ids_by_row,
+        best_scores.tolist(),
+        strict=True,
+    ):
         if take == 0:
             results.append([])
-            continue
-        picked_row = best[row].tolist()
-        values_row = best_scores[row].tolist()
-        if tied[row]:
+        elif is_tied:
             pairs = sorted(
-                (-value, item_ids[position])
-                for position, value in zip(picked_row, values_row, strict=True)
-                if np.isfinite(value)
+                (-value, item)
+                for item, value in zip(ids, values, strict=True)
+                if math.isfinite(value)
             )
             results.append([(item, -negative) for negative, item in pairs[:take]])
         else:
-            results.append(
-                [
-                    (item_ids[p], v)
-                    for p, v in zip(picked_row[:take], values_row[:take], strict=True)
-                ]
-            )
+            results.append(list(zip(ids[:take], values[:take], strict=True)))
     return results

@@ -171,7 +171,14 @@ class WorkerSettings(BaseModel):
     # is processed the next one gathers by itself (stream/batching.py), up to batch_size.
     batch_within_seconds: float = Field(default=0.005, ge=0)
     state_dir: Path = Path(".xdrec/state")
+    # Decoded user states kept in memory between batches (least recently written go first),
+    # so active users are not read back from RocksDB and decoded every batch; 0 disables.
+    state_cache_users: int = Field(default=10_000, ge=0)
     name: str = "worker-0"
+    # Threads of torch and BLAS in the runtime process. One suits the hot path's small matrix
+    # products, and leaves the other cores to faust's event loop, the broker and more workers:
+    # threads spinning at a barrier on a busy machine cost more than they add.
+    compute_threads: int = Field(default=1, ge=1, le=256)
     # Consumer-group liveness (faust broker_session_timeout / broker_heartbeat_interval): a
     # crashed worker's partitions move after the session timeout; shorter recovers sooner but
     # a stall longer than it (GC, CPU starvation) triggers a needless rebalance. The broker

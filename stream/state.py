@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,7 +183,11 @@ def apply_event(
     interaction = Interaction(
         event.timestamp, event.event_id, event.item_id, event.domain, event.event_type, weight
     )
-    bisect.insort(state.recent, interaction)
+    recent = state.recent
+    if recent and interaction < recent[-1]:
+        bisect.insort(recent, interaction)
+    else:  # the usual case, an event newer than all: one comparison instead of a search
+        recent.append(interaction)
     del state.recent[: max(0, len(state.recent) - settings.max_recent)]
 
     seen = state.seen.setdefault(event.domain, {})
@@ -221,7 +226,9 @@ def interest_sum(
             weight = source_weight
         else:
             continue
-        part = state.interests[domain].decayed_to(when, half_life) * np.float32(weight)
+        part = state.interests[domain].decayed_to(when, half_life)
+        if weight != 1.0:  # x * 1 is x: skip an array operation in the usual case
+            part = part * np.float32(weight)
         total = part if total is None else total + part
     return total
 
@@ -247,6 +254,6 @@ def interest_query(
 def normalize(total: np.ndarray) -> tuple[np.ndarray, float] | None:
     """``total`` scaled to unit length, and its length; None when that is zero or not finite."""
     norm = float(np.sqrt(np.dot(total, total)))
-    if not np.isfinite(norm) or norm == 0.0:
+    if not math.isfinite(norm) or norm == 0.0:
         return None
     return (total / np.float32(norm)).astype(np.float32, copy=False), norm

@@ -76,6 +76,11 @@ class WorkerProcess:
         self.stop()
         raise RuntimeError(f"{self.command[0]} did not become ready (see {self.log_file}):\n{tail}")
 
+    def process_tree(self) -> list[int]:
+        """The worker's pid and its descendants' (its runtime process, ...), for memory
+        figures and checks that nothing outlives it."""
+        return process_tree(self.pid) if self.pid is not None else []
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -102,3 +107,25 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (Linux /proc); an exited process has none."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for children in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            try:
+                tree.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the task exited meanwhile
+                continue
+        index += 1
+    return [member for member in tree if process_running(member)]
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"

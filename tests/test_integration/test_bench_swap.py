@@ -25,6 +25,10 @@ KEYS = {
     "stall_ms_p99",
     "swap_to_first_new_rec_ms",
     "baseline_stall_ms_max",
+    "rec_latency_ms_max",
+    "rec_latency_ms_p99",
+    "baseline_rec_latency_ms_max",
+    "baseline_rec_latency_ms_p99",
     "version_before",
     "version_after",
     "versions_in_order",
@@ -68,5 +72,11 @@ def test_swap_benchmark_loses_nothing_and_serves_the_new_version(
     assert result["version_before"] == "v0" and result["version_after"] == "v1"
     assert result["recs_by_version"]["v1"] > 0 and result["recs_by_version"]["v0"] > 0
     assert result["versions_in_order"], result["versions_detail"]
-    for key in ("stall_ms_max", "stall_ms_p99", "swap_to_first_new_rec_ms"):
+    for key in (
+        "stall_ms_max",
+        "stall_ms_p99",
+        "swap_to_first_new_rec_ms",
+        "rec_latency_ms_max",
+        "baseline_rec_latency_ms_max",
+    ):
         assert isinstance(result[key], float), key

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from stream.offline import replay_topics
 from stream.replay import replay_dataset
 from stream.sample import item_genre, sample_items, write_sample_dataset
 from stream.settings import Settings, settings_env
+from stream.supervisor import process_running
 from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
@@ -230,7 +232,13 @@ def test_worker_killed_and_restarted_applies_each_event_once(
     produce(settings, [m for _, m in first])
     recs_for(settings, {event_id for event_id, _ in first})
     produce(settings, [m for _, m in second])
+    tree = worker.process_tree()
+    assert len(tree) >= 2, f"no runtime process under the worker: {tree}"
     worker.kill()  # while the second wave is in flight
+    deadline = time.monotonic() + 10
+    while any(process_running(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in tree if process_running(pid)], "the runtime outlived its worker"
     worker.start()
     produce(settings, [m for _, m in third])
     all_ids = {event_id for event_id, _ in first + second + third}

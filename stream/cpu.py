@@ -1,0 +1,38 @@
+"""What this CPU computes natively, asked in one place.
+
+The encoder picks its precision and the scorer its bfloat16 first pass from the same facts.
+They used to ask torch two different ways (``torch.cpu.get_capabilities()`` in one, private
+``torch.cpu._is_*_supported`` probes in the other), which read the same cpuinfo flags but
+could drift apart across torch versions; now both read the one capability table here. Not
+cached: it is asked a few times at start-up, and tests replace ``get_capabilities``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+
+def capabilities() -> Mapping[str, object]:
+    """torch's table of this CPU's features (cpuinfo), empty where torch has none."""
+    get = getattr(torch.cpu, "get_capabilities", None)
+    return get() if get is not None else {}
+
+
+def has_amx_bfloat16() -> bool:
+    """AMX tiles with bfloat16: where a bfloat16 transformer beats float32 (the encoder)."""
+    return bool(capabilities().get("amx_bf16", False))
+
+
+def has_bfloat16_arithmetic() -> bool:
+    """Native bfloat16 products, AMX or AVX512-BF16: enough for a bfloat16 matrix product to
+    beat float32 (the scorer's first pass); without either bfloat16 is emulated and slower."""
+    found = capabilities()
+    return bool(found.get("amx_tile", False) or found.get("avx512_bf16", False))
+
+
+def has_int8_vnni() -> bool:
+    """VNNI (AVX512 or AVX): int8 dot products at full activation precision."""
+    found = capabilities()
+    return bool(found.get("avx512_vnni", False) or found.get("avx_vnni", False))
