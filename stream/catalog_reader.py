@@ -19,7 +19,7 @@ from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
 from stream.processor import SourceRecord, dead_letter
 from stream.settings import Settings
-from stream.transport import make_consumer, retry_transient
+from stream.transport import end_offsets, make_admin, make_consumer, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class CatalogReader:
         self.topic_domains = {settings.topics.catalog(d): d for d in settings.domains}
         self.items_encoded = 0
         self._consumer = make_consumer(settings)
+        self._admin = make_admin(settings)  # end offsets without waiting behind our fetches
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,10 +85,7 @@ class CatalogReader:
 
     def _catch_up_once(self, timeout: float) -> int:
         with self._lock:  # released between retries, so the follower thread can go on
-            ends = {}
-            for partition in self._partitions:
-                _, high = self._consumer.get_watermark_offsets(partition, timeout=10.0)
-                ends[(partition.topic, partition.partition)] = high
+            ends = end_offsets(self._admin, self._partitions)
             total = sum(ends.values())
             started = time.perf_counter()
             encoded_before = self.items_encoded

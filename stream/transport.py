@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from stream.settings import Settings
 
@@ -183,6 +183,24 @@ def make_consumer(
 
 def make_admin(settings: Settings) -> AdminClient:
     return AdminClient({**settings.kafka.client_config(), "logger": client_log})
+
+
+def end_offsets(
+    admin: AdminClient, partitions: Sequence[TopicPartition], timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """High watermarks of ``partitions`` in one request, over the admin client's connection.
+
+    A consumer's own ``get_watermark_offsets`` queues behind its fetch on the broker (a fetch
+    long-polls for up to fetch.wait.max.ms), so asking a consumer that is being polled costs
+    up to that wait per partition: seconds for a few topics.
+    """
+    if not partitions:
+        return {}
+    futures = admin.list_offsets(
+        {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in partitions},
+        request_timeout=timeout,
+    )
+    return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
 
 
 def produce_queued(
