@@ -210,6 +210,23 @@ def test_producer_message_timeout_follows_the_setting(monkeypatch: pytest.Monkey
     assert configs[0]["message.timeout.ms"] == 42_500
 
 
+class OutageEndOffsets:
+    """End offsets whose broker is away for the first ``down_calls`` requests; every partition
+    is empty."""
+
+    def __init__(self, down_calls: int) -> None:
+        self.down_calls = down_calls
+        self.calls = 0
+
+    def __call__(
+        self, admin: object, partitions: list[TopicPartition], timeout: float = 10.0
+    ) -> dict[tuple[str, int], int]:
+        self.calls += 1
+        if self.calls <= self.down_calls:
+            raise kafka_exception(KafkaError._TRANSPORT)
+        return {(tp.topic, tp.partition): 0 for tp in partitions}
+
+
 class OutageConsumer:
     """A consumer whose broker is away for the first ``down_calls`` watermark requests; every
     partition is empty."""
@@ -232,14 +249,16 @@ class OutageConsumer:
 
 
 def test_catalog_catch_up_waits_for_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
-    consumer = OutageConsumer(down_calls=2)
-    monkeypatch.setattr(catalog_reader, "make_consumer", lambda settings: consumer)
+    ends = OutageEndOffsets(down_calls=2)
+    monkeypatch.setattr(catalog_reader, "make_consumer", lambda settings: OutageConsumer(0))
+    monkeypatch.setattr(catalog_reader, "make_admin", lambda settings: None)
+    monkeypatch.setattr(catalog_reader, "end_offsets", ends)
     catalog: Any = SimpleNamespace(counts=lambda: {})
     unused: Any = None  # encoder and validator: an empty catalog needs neither
     reader = catalog_reader.CatalogReader(Settings(), catalog, unused, unused, lambda _: None)
     reader._partitions = [TopicPartition("catalog.books", 0)]
     assert reader.catch_up() == 0
-    assert consumer.calls == 3
+    assert ends.calls == 3
 
 
 def test_changelog_restore_waits_for_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
