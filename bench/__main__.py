@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if any(m.NEEDS_BROKER for m in modules):
             try:
-                ctx.bootstrap_servers = start_broker(broker_dir).bootstrap_servers
+                broker = start_broker(broker_dir)
+                ctx.bootstrap_servers, ctx.broker_pid = broker.bootstrap_servers, broker.pid
             except Exception as exc:
                 ctx.broker_error = f"{type(exc).__name__}: {exc}"
                 print(f"broker did not start: {ctx.broker_error}", file=sys.stderr)

@@ -146,6 +146,7 @@ class Context:
         partitions: int = 4,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.broker_pid: int | None = None  # for CPU accounting, when this run started it
         self.broker_error: str | None = None
         self.workdir = workdir
         self.sizes = sizes
@@ -248,3 +249,17 @@ class Stopwatch:
 
     def __exit__(self, *_: object) -> None:
         self.seconds = time.perf_counter() - self.started
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds the processes ``pids`` have used so far (Linux /proc); an
+    exited one counts nothing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total

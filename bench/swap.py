@@ -131,7 +131,9 @@ ROWS = (
         "ms",
         None,
         "largest `xdrec_event_loop_lag_max_seconds` (a 10 s max of how late a 5 ms timer "
-        "fires on the worker's event loop) during steady load before the swap; " + _SETUP,
+        "fires on the event loop of the worker's faust process; the batch work runs in its "
+        "runtime process, whose pauses the rec_latency rows show) during steady load before "
+        "the swap; " + _SETUP,
     ),
     RowSpec(
         STALL_ROW,

@@ -14,6 +14,7 @@ latency rows (``bench.latency``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from bench import latency
 from bench.faust_noop import TAKE_CONFLUENT
-from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
+from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, cpu_seconds
 from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog import ItemCatalog, text_digest
@@ -35,7 +36,8 @@ ROW_10K = "xdrec_worker_events_per_s_catalog_10k"
 ROW_100K = "xdrec_worker_events_per_s_catalog_100k"
 NEEDS_BROKER = True
 METHOD = (
-    "one `xdrec worker` process, route movies <- books,music, top_k 10, every_n_events 1, "
+    "one `xdrec worker` (its faust process and its runtime process), route movies <- "
+    "books,music, top_k 10, every_n_events 1, "
     "movies catalog of {n} items (embeddings preloaded), {events} events of 2,000 users over "
     "2,000-item books and music catalogs; first event produced to last recommendation "
     "received on recs.movies"
@@ -166,6 +168,7 @@ def throughput(
     counter = ArrivalCounter(settings, settings.topics.recs(TARGET), len(events))
     counter.start()
     counter.wait_ready()
+    cpu = CpuAccount(ctx, workers)
     started = time.perf_counter()
     produce_fast(settings, events)
     produced = time.perf_counter() - started
@@ -187,8 +190,33 @@ def throughput(
     return Outcome(
         rate,
         detail=f"{len(events):,} events, {ctx.sizes.worker_users:,} users, "
-        f"{arrivals.last_at - started:.2f}s (producing took {produced:.2f}s)" + note,
+        f"{arrivals.last_at - started:.2f}s (producing took {produced:.2f}s); "
+        f"{cpu.per_event(len(events))}" + note,
     )
+
+
+class CpuAccount:
+    """CPU seconds that the workers' faust processes, their runtime processes, the broker and
+    this process spend from now on: where a run's cores went, per event."""
+
+    def __init__(self, ctx: Context, workers: Sequence[WorkerProcess]) -> None:
+        faust = [w.pid for w in workers if w.pid is not None]
+        self.groups: dict[str, list[int]] = {
+            "faust": faust,
+            "runtime": [pid for w in workers for pid in w.process_tree() if pid not in faust],
+            "broker": [ctx.broker_pid] if ctx.broker_pid is not None else [],
+            "bench": [os.getpid()],
+        }
+        self.before = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+
+    def per_event(self, events: int) -> str:
+        used = {name: cpu_seconds(pids) - self.before[name] for name, pids in self.groups.items()}
+        shares = ", ".join(
+            f"{name} {1e6 * seconds / events:.0f}"
+            for name, seconds in used.items()
+            if self.groups[name]
+        )
+        return f"CPU µs per event: {shares}"
 
 
 def measure(
