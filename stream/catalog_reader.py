@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from schemas import CatalogItem, DeadLetter, EventValidator, Rejection
 from stream.catalog import ItemCatalog, text_digest
@@ -85,7 +85,7 @@ class CatalogReader:
 
     def _catch_up_once(self, timeout: float) -> int:
         with self._lock:  # released between retries, so the follower thread can go on
-            ends = end_offsets(self._admin, self._partitions)
+            ends = self._end_offsets()
             total = sum(ends.values())
             started = time.perf_counter()
             encoded_before = self.items_encoded
@@ -117,6 +117,15 @@ class CatalogReader:
                 time.perf_counter() - started,
             )
             return encoded
+
+    def _end_offsets(self) -> dict[tuple[str, int], int]:
+        try:
+            return end_offsets(self._admin, self._partitions)
+        except KafkaException:
+            # An admin client that saw the broker restart keeps asking with the leader epochs
+            # it knew (FENCED_LEADER_EPOCH until its timeout): the retry gets a fresh one.
+            self._admin = make_admin(self.settings)
+            raise
 
     def _poll_once(self, timeout: float) -> int:
         messages = self._consumer.consume(_POLL_BATCH, timeout=timeout)

@@ -79,6 +79,7 @@ def retry(call: Callable[[], str], clock: FakeClock, operation: str, timeout: fl
         KafkaError._UNKNOWN_PARTITION,  # likewise, while the broker reloads its metadata
         KafkaError._TIMED_OUT,
         KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,  # list_offsets right after a broker restart
     ],
 )
 def test_broker_outage_errors_are_transient(code: int) -> None:
