@@ -1,10 +1,9 @@
 """What this CPU computes natively, asked in one place.
 
-The encoder picks its precision and the scorer its bfloat16 first pass from the same facts.
-They used to ask torch two different ways (``torch.cpu.get_capabilities()`` in one, private
-``torch.cpu._is_*_supported`` probes in the other), which read the same cpuinfo flags but
-could drift apart across torch versions; now both read the one capability table here. Not
-cached: it is asked a few times at start-up, and tests replace ``get_capabilities``.
+The encoder picks its precision and the scorer its bfloat16 first pass from the same facts,
+so both read the one capability table here (torch's public ``get_capabilities``, not private
+probes that could drift from it across torch versions). Not cached: it is asked a few times at
+start-up, and tests replace ``get_capabilities``.
 """
 
 from __future__ import annotations
