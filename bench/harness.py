@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stream.procfs import cpu_seconds as process_cpu_seconds
 from stream.settings import Settings, merge_sections
 from stream.topics import create_topics
 
@@ -254,12 +255,4 @@ class Stopwatch:
 def cpu_seconds(pids: Sequence[int]) -> float:
     """User + system CPU seconds the processes ``pids`` have used so far (Linux /proc); an
     exited one counts nothing."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    return sum(seconds for seconds in map(process_cpu_seconds, pids) if seconds is not None)

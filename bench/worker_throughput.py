@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -201,9 +202,13 @@ class CpuAccount:
 
     def __init__(self, ctx: Context, workers: Sequence[WorkerProcess]) -> None:
         faust = [w.pid for w in workers if w.pid is not None]
+        children = [pid for w in workers for pid in w.process_tree() if pid not in faust]
+        runtime = [pid for pid in children if _spawned_by_multiprocessing(pid)]
         self.groups: dict[str, list[int]] = {
             "faust": faust,
-            "runtime": [pid for w in workers for pid in w.process_tree() if pid not in faust],
+            "runtime": runtime,
+            # multiprocessing's resource tracker, anything else the worker started
+            "helpers": [pid for pid in children if pid not in runtime],
             "broker": [ctx.broker_pid] if ctx.broker_pid is not None else [],
             "bench": [os.getpid()],
         }
@@ -217,6 +222,15 @@ class CpuAccount:
             if self.groups[name]
         )
         return f"CPU µs per event: {shares}"
+
+
+def _spawned_by_multiprocessing(pid: int) -> bool:
+    """A process started by multiprocessing's spawn (the runtime), not its resource tracker."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing.spawn" in command and b"resource_tracker" not in command
 
 
 def measure(

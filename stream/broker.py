@@ -43,6 +43,8 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from stream.procfs import is_zombie, stat_fields
+
 log = logging.getLogger(__name__)
 
 # Keep in step with the properties of deploy/kafka/pom.xml (a test checks it). They are also passed
@@ -214,11 +216,8 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    fields = stat_fields(pid)
+    return fields is None or not is_zombie(fields)
 
 
 def _command_line(pid: int) -> str | None:

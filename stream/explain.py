@@ -66,13 +66,10 @@ class TermExplainer:
 
     @classmethod
     def of(cls, pairs: list[tuple[str, str]], terms: np.ndarray) -> TermExplainer:
-        unique = sorted(set(pairs))
-        if unique == pairs:
+        if sorted(set(pairs)) == pairs:
             return cls(pairs, terms)
-        row_of = {pair: row for row, pair in enumerate(unique)}
-        merged = np.zeros((len(unique), terms.shape[1]), dtype=terms.dtype)
-        np.add.at(merged, [row_of[pair] for pair in pairs], terms)
-        return cls(unique, merged)
+        merged = _merge_terms(np.zeros(len(pairs), dtype=np.int64), pairs, terms, 1)
+        return cls([merged.ordered[name] for name in merged.names.tolist()], merged.matrix)
 
     def explain(
         self, index: DomainIndex, items: list[tuple[str, float]], top: int
@@ -146,19 +143,22 @@ class _TermTable:
     count: list[int]  # per recommendation: its number of rows (0: nothing to explain with)
 
 
-def _zero_shot_table(lazy: Sequence[ZeroShotTerms], items: EmbeddingLookup) -> _TermTable:
-    """All the terms of many zero-shot recommendations from one gather. Each term is the
-    float32 product of the embedding and its weight, and the terms of an item met twice are
-    summed in history order, exactly as :meth:`TermExplainer.of` does one by one."""
-    keys = [key for terms in lazy for key in terms.keys]
-    recs = np.repeat(np.arange(len(lazy)), [len(terms.keys) for terms in lazy])
-    weights = np.array([weight for terms in lazy for weight in terms.weights], dtype=np.float64)
-    vectors, found = items.embeddings(keys)
-    if not all(found):  # unknown items have no term
-        known = np.array(found, dtype=bool)
-        keys = [key for key, ok in zip(keys, found, strict=True) if ok]
-        recs, weights = recs[known], weights[known]
-    terms = vectors * weights.astype(np.float32)[:, None]
+@dataclass(slots=True)
+class _MergedTerms:
+    matrix: np.ndarray  # (rows, dim): one row per (recommendation, pair)
+    names: np.ndarray  # (rows,) each row's pair, as a position in ``ordered``
+    ordered: list[tuple[str, str]]  # every pair, sorted
+    counts: np.ndarray  # (recommendations,) rows per recommendation
+
+
+def _merge_terms(
+    recs: np.ndarray, keys: list[tuple[str, str]], terms: np.ndarray, count: int
+) -> _MergedTerms:
+    """Order term rows by (recommendation, pair) and sum the rows of a pair met twice.
+
+    Sums start from 0 and add the repeats in history order, the order a loop over the
+    history would add them, so one explainer and a batch of them get the same float32 sums.
+    """
     ordered = sorted(set(keys))
     rank = {key: position for position, key in enumerate(ordered)}
     width = max(len(ordered), 1)
@@ -168,20 +168,36 @@ def _zero_shot_table(lazy: Sequence[ZeroShotTerms], items: EmbeddingLookup) -> _
     first = np.ones(len(combined), dtype=bool)
     first[1:] = combined[1:] != combined[:-1]
     unique = combined[first]
-    # 0 + first term, then each repeat added in history order: TermExplainer.of's sums.
-    matrix = np.float32(0.0) + terms[first]
+    matrix = terms.dtype.type(0.0) + terms[first]
     if len(unique) < len(combined):
         row = np.cumsum(first) - 1  # each sorted term's row in ``matrix``
         repeat = np.arange(len(combined)) - np.flatnonzero(first)[row]  # 0 for the first
         for level in range(1, int(repeat.max()) + 1):
             at = repeat == level  # at most one term per row, so no write is lost
             matrix[row[at]] += terms[at]
-    counts = np.bincount(unique // width, minlength=len(lazy))
-    names = unique % width
+    return _MergedTerms(
+        matrix, unique % width, ordered, np.bincount(unique // width, minlength=count)
+    )
+
+
+def _zero_shot_table(lazy: Sequence[ZeroShotTerms], items: EmbeddingLookup) -> _TermTable:
+    """All the terms of many zero-shot recommendations from one gather: each term is the
+    float32 product of the embedding and its weight, merged as :meth:`TermExplainer.of`
+    merges one explainer's."""
+    keys = [key for terms in lazy for key in terms.keys]
+    recs = np.repeat(np.arange(len(lazy)), [len(terms.keys) for terms in lazy])
+    weights = np.array([weight for terms in lazy for weight in terms.weights], dtype=np.float64)
+    vectors, found = items.embeddings(keys)
+    if not all(found):  # unknown items have no term
+        known = np.array(found, dtype=bool)
+        keys = [key for key, ok in zip(keys, found, strict=True) if ok]
+        recs, weights = recs[known], weights[known]
+    merged = _merge_terms(recs, keys, vectors * weights.astype(np.float32)[:, None], len(lazy))
+    counts = merged.counts
     return _TermTable(
-        matrix,
-        np.array([item_id for _, item_id in ordered], dtype=object)[names],
-        np.array([domain for domain, _ in ordered], dtype=object)[names],
+        merged.matrix,
+        np.array([item_id for _, item_id in merged.ordered], dtype=object)[merged.names],
+        np.array([domain for domain, _ in merged.ordered], dtype=object)[merged.names],
         (np.cumsum(counts) - counts).tolist(),
         counts.tolist(),
     )

@@ -162,7 +162,7 @@ class WorkerRuntime:
             self.offer_candidate,
         )
         self.watcher.catch_up()
-        self._swap_if_pending()
+        self.swap_if_pending()
         self.watcher.start()
         self.started.set()
         log.info("worker ready name=%s state_dir=%s", settings.worker.name, self.state_dir)
@@ -177,7 +177,9 @@ class WorkerRuntime:
         with self._scorer_lock:
             self._pending_candidate = (scorer,)
 
-    def _swap_if_pending(self) -> None:
+    def swap_if_pending(self) -> None:
+        """Serve the version the watcher prepared, if any: called before each batch and when
+        the worker idles, so an idle worker's metrics show the new version too."""
         with self._scorer_lock:
             scorer, self._pending_scorer = self._pending_scorer, None
             candidate, self._pending_candidate = self._pending_candidate, None
@@ -251,7 +253,7 @@ class WorkerRuntime:
     def handle_batch(self, records: Sequence[SourceRecord]) -> BatchStats:
         """Process one micro-batch to completion; returns only when its outputs are durable."""
         assert self.processor is not None and self.store is not None and self.reader is not None
-        self._swap_if_pending()
+        self.swap_if_pending()
         started = time.perf_counter()
         self._ensure_restored({record.partition for record in records})
         output = self.processor.process(records, self.store.get, self._refresh_catalog)

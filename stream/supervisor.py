@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from stream.procfs import is_zombie, stat_fields
 from stream.settings import Settings, settings_env
 
 READY_LINE = "worker ready"
@@ -124,8 +125,5 @@ def process_tree(pid: int) -> list[int]:
 
 def process_running(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return status.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and not is_zombie(fields)

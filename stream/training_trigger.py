@@ -56,7 +56,9 @@ class TrainingTrigger:
         config = self.config
         self._events_since += applied
         if config.every_events and self._events_since >= config.every_events:
-            self._events_since = 0
+            # Keep the remainder: a batch that crosses the mark must not push the next one out
+            # by its overshoot. A batch crossing several marks asks once; the trainer coalesces.
+            self._events_since %= config.every_events
             requests.append(self._request("event_count", now))
         if config.every_seconds and now - self._last_scheduled >= config.every_seconds:
             self._last_scheduled = now

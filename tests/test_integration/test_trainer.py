@@ -70,6 +70,17 @@ def model_updates(settings: Settings, count: int) -> list[ModelUpdate]:
     return [ModelUpdate.model_validate(m) for m in messages]
 
 
+def wait_until_served(worker: WorkerProcess, version: str) -> None:
+    """Block until the worker reports ``version`` in service: its watcher swaps asynchronously,
+    so an event produced before that may still be scored by the previous version."""
+    port = worker.metrics_port()
+    wait_for(
+        lambda: f'xdrec_model_info{{model_version="{version}"}} 1.0' in scrape(port),
+        timeout=120,
+        what=f"the worker to serve {version}",
+    )
+
+
 def xdrec(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess:
     """Run the CLI as an operator would, configured through the environment."""
     variables = {**os.environ, **settings_env(settings), **env}
@@ -154,6 +165,7 @@ def test_worker_requests_training_and_the_promoted_model_is_served(deployment: D
     assert manifest["metrics"]["candidate.cold.ndcg@10"] == pytest.approx(candidate)
 
     # The worker swaps the new version in: recommendations for new events carry it.
+    wait_until_served(deployment.worker, update.version)
     _, message = user_event(settings, "fresh-user", "left-3-1", T0 + 10**6, domain="left")
     produce(settings, [message])
     recs = read_topic(
@@ -221,6 +233,8 @@ def test_rollback_returns_the_workers_to_the_parent_version(deployment: Deployme
 
     listed = xdrec(settings, "model", "list")
     assert promoted.version in listed.stdout
+
+    wait_until_served(deployment.worker, "v0")
 
     _, message = user_event(settings, "later-user", "left-2-2", T0 + 2 * 10**6, domain="left")
     produce(settings, [message])

@@ -44,6 +44,24 @@ def reference_explain(
     return explained
 
 
+def reference_merge(pairs: list[tuple[str, str]], terms: np.ndarray) -> TermExplainer:
+    """Sorted unique pairs, the terms of a repeated pair summed in history order."""
+    unique = sorted(set(pairs))
+    row_of = {pair: row for row, pair in enumerate(unique)}
+    merged = np.zeros((len(unique), terms.shape[1]), dtype=terms.dtype)
+    np.add.at(merged, [row_of[pair] for pair in pairs], terms)
+    return TermExplainer(unique, merged)
+
+
+def test_term_explainer_of_merges_repeats_in_history_order() -> None:
+    rng = np.random.default_rng(3)
+    pairs = [("movies", "m2"), ("books", "b1"), ("movies", "m2"), ("books", "b0")] * 3
+    terms = rng.standard_normal((len(pairs), DIM)).astype(np.float32)
+    built, expected = TermExplainer.of(pairs, terms), reference_merge(pairs, terms)
+    assert built.pairs == expected.pairs
+    assert np.array_equal(built.terms, expected.terms)
+
+
 def reference_terms(terms: ZeroShotTerms) -> TermExplainer | None:
     """The zero-shot terms as the per-recommendation code built them: gather, weight, merge."""
     vectors, found = terms.items.embeddings(terms.keys)
@@ -51,7 +69,7 @@ def reference_terms(terms: ZeroShotTerms) -> TermExplainer | None:
     weights = [w for w, known in zip(terms.weights, found, strict=True) if known]
     if not pairs:
         return None
-    return TermExplainer.of(pairs, vectors * np.asarray(weights, dtype=np.float32)[:, None])
+    return reference_merge(pairs, vectors * np.asarray(weights, dtype=np.float32)[:, None])
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,13 @@ def test_event_count_and_schedule_triggers() -> None:
     assert all(m.topic == Settings().topics.training_requests() for m in sent)
 
 
+def test_event_count_trigger_asks_once_per_n_events_whatever_the_batch_sizes() -> None:
+    trigger, _, _ = _trigger(every_events=100)
+    asked = sum(len(trigger.observe(60, 0, 0)) for _ in range(10))
+    assert asked == 6  # 600 events: one request per 100, the overshoot of each batch kept
+    assert len(trigger.observe(250, 0, 0)) == 1  # a batch crossing several marks asks once
+
+
 def test_quality_drop_needs_a_full_window_and_respects_the_cooldown() -> None:
     trigger, sent, clock = _trigger(quality_floor=0.2, quality_window=100, cooldown_seconds=300)
     assert trigger.observe(0, 50, 2) == []  # too few checks to judge
