@@ -1,6 +1,7 @@
 """The worker's batch work without Kafka or faust, for profiling: ``python -m bench.hot_path``.
 
-Runs :class:`stream.processor.BatchProcessor` over synthetic events in 500-event batches against
+Runs :class:`stream.processor.BatchProcessor` over synthetic events in batches (500 events unless
+``--batch``) against
 a movies catalog of random unit vectors (route movies <- books, music, top_k 10, explanations
 on), then serializes states and recommendations and writes the states to RocksDB (handing the
 decoded states back to the store's cache, ``worker.state_cache_users``), as
@@ -38,11 +39,17 @@ def main() -> None:
     parser.add_argument("--catalog", type=int, default=10_000, help="movies in the catalog")
     parser.add_argument("--events", type=int, default=6_000)
     parser.add_argument("--coarse-scoring", default="auto", choices=("auto", "bfloat16", "off"))
+    parser.add_argument("--batch", type=int, default=BATCH, help="events per batch")
+    parser.add_argument("--no-explain", action="store_true", help="recommendations.explain off")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
     settings = Settings(
-        recommendations={"routes": {"movies": ["books", "music"]}, "top_k": 10},
+        recommendations={
+            "routes": {"movies": ["books", "music"]},
+            "top_k": 10,
+            "explain": not args.no_explain,
+        },
     )
     scratch = Path(tempfile.mkdtemp(prefix="xdrec-hot-path-"))
     catalog = ItemCatalog(scratch / "items", "bench", DIMENSION, coarse_dtype(args.coarse_scoring))
@@ -67,8 +74,8 @@ def main() -> None:
 
     def run() -> int:
         recommendations = 0
-        for start in range(0, len(records), BATCH):
-            output = processor.process(records[start : start + BATCH], store.get)
+        for start in range(0, len(records), args.batch):
+            output = processor.process(records[start : start + args.batch], store.get)
             states = {u: (p, s.to_bytes()) for u, (p, s) in output.states.items()}
             recommendation_messages(settings, output.recommendations)
             changelog.messages(states)
@@ -92,7 +99,9 @@ def main() -> None:
     print(
         f"hot path: {args.events:,} events, {recommendations:,} recommendations in "
         f"{seconds:.2f}s: {args.events / seconds:,.0f} events/s "
-        f"(catalog {args.catalog:,}, coarse scoring {args.coarse_scoring}"
+        f"(catalog {args.catalog:,}, batches of {args.batch}, coarse scoring "
+        f"{args.coarse_scoring}, explain "
+        f"{'off' if args.no_explain else 'on'}"
         f"{', profiled' if profiler else ''})"
     )
     store.close()

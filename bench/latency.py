@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import Producer, TopicPartition
 
 from bench.harness import Child, Context, Outcome, RowSpec, child_env
 from bench.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
@@ -42,7 +42,8 @@ TARGET_P99_MS = 100.0
 RUN_PREFIX = "lat-"
 WARM_PREFIX = "warm-"
 _RATE = (
-    "at half the events/s the same worker just reached on the 10k-catalog row, for {seconds}; "
+    "at half the events/s the same worker just reached on the 10k-catalog row, for {seconds} "
+    "after half as long uncounted at that rate (the broker's JIT settles); "
     "events keyed over the same 2,000 users and source catalogs, event time = the wall-clock "
     "time each is produced (this process), latency = this process's wall clock when the "
     "recommendation reaches its reader minus the trigger's `event_time`"
@@ -51,7 +52,7 @@ _PEER = (
     "the bare confluent-kafka forwarder of the ceiling row (consume, `json.loads`/`dumps`, "
     "produce with xdrec's producer settings) given xdrec's batching, `consume(500, "
     "timeout=0.2)` (as `worker.batch_size` and `batch_within_seconds`; its throughput setting "
-    "of 0.5 s would only add waiting), at the same rate and duration, over books events; "
+    "of 0.5 s would only add waiting), at the same rate and durations, over books events; "
     "latency = forwarded event read minus its event time, same clock"
 )
 
@@ -182,15 +183,20 @@ def paced_latencies(
     alive: Callable[[], bool],
     start_timeout: float = 120.0,
     samples_file: Path | None = None,
+    settle_seconds: float = 0.0,
 ) -> Latencies:
     """Produce ``rate * seconds`` events of ``stream`` at ``rate`` and read their outputs.
 
     ``warm_up`` (ids starting with ``warm-``) goes first through the same producer, and the
-    run starts once all their outputs are read. ``samples_file`` gets every latency in
-    production order, to look at a run afterwards."""
+    run starts once all their outputs are read. Then ``settle_seconds`` of the stream at the
+    same rate go uncounted: a freshly started broker compiles its hot code for the first tens
+    of seconds of a new load (its JIT took a third of a core here), and the figure is meant
+    for the steady state. ``samples_file`` gets every counted latency in production order, to
+    look at a run afterwards."""
     reader = LatencyReader(settings, output_topic, trigger)
     reader.start()
     planned = max(1, int(rate * seconds))
+    settled: set[str] = set()  # ids of the settling events
     try:
         if not reader.ready.wait(30.0) or reader.error is not None:
             raise RuntimeError(f"reader of {output_topic} did not start: {reader.error}")
@@ -204,24 +210,12 @@ def paced_latencies(
                     f"through in {start_timeout:.0f}s (alive: {alive()}, error: {reader.error})"
                 )
             time.sleep(0.05)
-        pacer = PacedProducer(
-            settings,
-            stream,
-            rate,
-            limit=planned,
-            producer=producer,
-            tick_s=0.001,
-            flush_s=30.0,
-            name="latency-pacer",
-        )
-        pacer.start()
-        pacer.join(seconds + 90.0)
-        if pacer.error is not None:
-            raise RuntimeError(f"producing events failed: {pacer.error}") from pacer.error
-        if pacer.failures:
-            raise RuntimeError(f"{len(pacer.failures)} events not acknowledged")
+        settling = int(rate * settle_seconds)
+        if settling:
+            _pace(settings, _recording(stream, settled), rate, settling, producer, settle_seconds)
+        pacer = _pace(settings, stream, rate, planned, producer, seconds)
         deadline = time.monotonic() + 30.0
-        while reader.received(RUN_PREFIX) < planned and time.monotonic() < deadline:
+        while reader.received(RUN_PREFIX) < planned + settling and time.monotonic() < deadline:
             if not alive() or reader.error is not None:
                 break
             time.sleep(0.05)
@@ -231,7 +225,7 @@ def paced_latencies(
         raise RuntimeError(f"reading {output_topic} failed: {reader.error}") from reader.error
     seen: dict[str, float] = {}
     for event_id, latency in reader.samples:
-        if event_id.startswith(RUN_PREFIX):
+        if event_id.startswith(RUN_PREFIX) and event_id not in settled:
             seen.setdefault(event_id, latency)  # a redelivered output counts once, the first
     if samples_file is not None:
         ordered = sorted(seen.items())
@@ -243,6 +237,47 @@ def paced_latencies(
     assert pacer.started_at is not None and pacer.finished_at is not None
     produced = pacer.finished_at - pacer.started_at
     return Latencies(1000.0 * np.fromiter(seen.values(), dtype=float), planned, produced)
+
+
+def settle_seconds(ctx: Context) -> float:
+    """Uncounted seconds at the paced rate before each latency run: half the counted ones."""
+    return ctx.sizes.latency_seconds / 2
+
+
+def _recording(stream: Iterator[Planned], ids: set[str]) -> Iterator[Planned]:
+    """``stream``, noting the id of each event taken from it."""
+    for planned in stream:
+        if planned.event_id is not None:
+            ids.add(planned.event_id)
+        yield planned
+
+
+def _pace(
+    settings: Settings,
+    stream: Iterator[Planned],
+    rate: float,
+    limit: int,
+    producer: Producer,
+    seconds: float,
+) -> PacedProducer:
+    """Produce ``limit`` events of ``stream`` at ``rate``; returns once all are acknowledged."""
+    pacer = PacedProducer(
+        settings,
+        stream,
+        rate,
+        limit=limit,
+        producer=producer,
+        tick_s=0.001,
+        flush_s=30.0,
+        name="latency-pacer",
+    )
+    pacer.start()
+    pacer.join(seconds + 90.0)
+    if pacer.error is not None:
+        raise RuntimeError(f"producing events failed: {pacer.error}") from pacer.error
+    if pacer.failures:
+        raise RuntimeError(f"{len(pacer.failures)} events not acknowledged")
+    return pacer
 
 
 def warm_up_events(
@@ -307,6 +342,7 @@ def measure_ceiling(ctx: Context, rate: float, seconds: float) -> Latencies:
                 child.alive,
                 ctx.sizes.start_timeout_s,
                 ctx.scratch("ceiling_latency") / "latency_samples.json",
+                settle_seconds(ctx),
             )
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; log {child.log_file}:\n{child.tail()}") from exc

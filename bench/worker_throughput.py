@@ -284,6 +284,7 @@ def _worker_latency(
             worker.alive,
             ctx.sizes.start_timeout_s,
             worker.log_file.parent / "latency_samples.json",
+            latency.settle_seconds(ctx),
         )
     except RuntimeError as exc:
         measured = RuntimeError(f"{exc}; log {worker.log_file}")

@@ -22,6 +22,7 @@ from faust.types import EventT
 
 from stream.batching import process_in_batches
 from stream.engine import LoopLagWatch, RecordTuple, RuntimeProcess
+from stream.intake import IntakeApp
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
     state_dir = settings.worker.state_dir / settings.worker.name
     state_dir.mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{address}" for address in settings.kafka.bootstrap_servers.split(",")]
-    app = faust.App(
+    app = IntakeApp(
         settings.app_id,
+        fetch_min_bytes=settings.worker.fetch_min_bytes,
+        fetch_max_wait_ms=settings.worker.fetch_max_wait_ms,
         broker=brokers,
         broker_credentials=_broker_credentials(settings),
         store="memory://",
