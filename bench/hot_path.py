@@ -1,12 +1,12 @@
 """The worker's batch work without Kafka or faust, for profiling: ``python -m bench.hot_path``.
 
-Runs :class:`stream.processor.BatchProcessor` over synthetic events in batches (500 events unless
-``--batch``) against
-a movies catalog of random unit vectors (route movies <- books, music, top_k 10, explanations
-on), then serializes states and recommendations and writes the states to RocksDB (handing the
-decoded states back to the store's cache, ``worker.state_cache_users``), as
-``WorkerRuntime.handle_batch`` does minus producing. ``--profile`` prints cProfile tables
-measured in the batch thread's own CPU time (torch's and BLAS's threads are not in them).
+Runs :class:`stream.processor.BatchProcessor` over synthetic events in batches (500 events
+unless ``--batch``) against a movies catalog of random unit vectors (route movies <- books,
+music, top_k 10, explanations on unless ``--no-explain``), then serializes states and
+recommendations and writes the states to RocksDB (handing the decoded states back to the
+store's cache, ``worker.state_cache_users``), as ``WorkerRuntime.handle_batch`` does minus
+producing. ``--profile`` prints cProfile tables measured in the batch thread's own CPU time
+(torch's and BLAS's threads are not in them).
 """
 
 from __future__ import annotations
