@@ -2,10 +2,11 @@
 
 The faust agent hands each batch here and runs it in a worker thread, so the event loop stays
 free for heartbeats and rebalances. Order within a batch, chosen for at-least-once with
-idempotent state: (1) recommendations, dead letters and new states are produced and
-acknowledged, (2) states and changelog offsets are written to RocksDB, (3) only then does the
-agent ack the source offsets. A crash anywhere replays the batch; events already applied are
-recognized by the per-partition offsets kept in each user's state and skipped.
+idempotent state: (1) recommendations and dead letters are produced and acknowledged, (2) then
+the new states' changelog records, (3) states and changelog offsets are written to RocksDB,
+(4) only then does the agent ack the source offsets. A crash anywhere replays the batch; events
+already applied are recognized by the per-partition offsets kept in each user's state and
+skipped, and a state is never durable before the recommendations of the events it counts.
 """
 
 from __future__ import annotations
@@ -262,12 +263,15 @@ class WorkerRuntime:
             for user_id, (partition, state) in output.states.items()
         }
         states.update({user_id: (partition, None) for user_id, partition in output.erased.items()})
-        messages = (
+        self.produce(
             recommendation_messages(self.settings, output.recommendations)
             + dead_letter_messages(self.settings, output.dead_letters)
-            + self.changelog.messages(states)
         )
-        delivered = self.produce(messages)
+        # The new states only once the outputs are acknowledged: librdkafka sends each
+        # partition on its own, so produced together a crash could leave a changelog record
+        # durable and its batch's recommendations not. After a restart the restored state
+        # would then count the batch's events as applied and skip them: recommendations lost.
+        delivered = self.produce(self.changelog.messages(states))
         offsets = self.changelog.offsets(delivered)
         self.store.write(
             ((user, value) for user, (_, value) in states.items()),
