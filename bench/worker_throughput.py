@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
+from stream.procfs import command_line
 from stream.sample import sample_items
 from stream.settings import Settings
 from stream.supervisor import WorkerProcess
@@ -226,11 +226,8 @@ class CpuAccount:
 
 def _spawned_by_multiprocessing(pid: int) -> bool:
     """A process started by multiprocessing's spawn (the runtime), not its resource tracker."""
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"multiprocessing.spawn" in command and b"resource_tracker" not in command
+    command = command_line(pid) or ""
+    return "multiprocessing.spawn" in command and "resource_tracker" not in command
 
 
 def measure(

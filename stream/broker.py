@@ -43,7 +43,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from stream.procfs import is_zombie, stat_fields
+from stream.procfs import command_line, is_zombie, stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,9 @@ def _pid_alive(pid: int) -> bool:
 
 def _command_line(pid: int) -> str | None:
     """The process's command line, or None where the platform does not tell."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        pass
+    found = command_line(pid)
+    if found is not None:
+        return found
     try:
         out = subprocess.run(
             ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False

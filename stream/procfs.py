@@ -1,6 +1,6 @@
-"""A process's state and CPU time from ``/proc/<pid>/stat`` (Linux), read in one place: the
-command name in parentheses may hold spaces and parentheses, so fields are counted after the
-last ``)``."""
+"""A process's state, CPU time and command line from ``/proc/<pid>`` (Linux), read in one
+place: the command name in ``stat`` may hold spaces and parentheses, so its fields are counted
+after the last ``)``."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def cpu_seconds(pid: int) -> float | None:
     if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def command_line(pid: int) -> str | None:
+    """The process's arguments joined by spaces; None when it is gone or there is no /proc."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
