@@ -8,6 +8,7 @@ BENCHMARKS.md. Benchmarks are measurements, not tests: nothing here fails on a s
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("XDREC_BENCH_QUIX_PYTHON", sys.executable),
         help="interpreter with quixstreams installed (default: XDREC_BENCH_QUIX_PYTHON)",
     )
+    parser.add_argument(
+        "--gpu-json",
+        type=Path,
+        help="GPU rows measured elsewhere by `python -m bench.gpu`, shown where this machine "
+        "has no GPU",
+    )
     parser.add_argument("--note", default=DEFAULT_NOTE, help="sentence above the table")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     return parser
@@ -103,6 +110,22 @@ def _run_module(module: ModuleType, specs: list[RowSpec], ctx: Context) -> dict[
         print(f"   {spec.name}: {shown}", flush=True)
     print(f"   ({time.perf_counter() - started:.0f}s)", flush=True)
     return results
+
+
+def merge_gpu_rows(outcomes: dict[str, Outcome], path: Path) -> str:
+    """Put the rows of a ``python -m bench.gpu`` run (``path``) in place of this run's ``no
+    GPU`` rows; measured rows stay. Returns that GPU machine in one line."""
+    data = json.loads(path.read_text())
+    info = data["machine"]
+    where = (
+        f"{info.get('gpu')} beside {info.get('cores')} cores of {info.get('cpu_model')}, "
+        f"{data['date']}"
+    )
+    for name, row in data["rows"].items():
+        if name in outcomes and outcomes[name].error == NO_CUDA:
+            detail = f"{row.get('detail', '')}; measured on {where}"
+            outcomes[name] = Outcome(row["value"], row.get("error"), detail)
+    return where
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
@@ -149,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch folder with logs kept: {workdir}", flush=True)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    rows = rows_json(specs, outcomes)
     info = machine()
+    if args.gpu_json:
+        info["gpu_rows_measured_on"] = merge_gpu_rows(outcomes, args.gpu_json)
+    rows = rows_json(specs, outcomes)
     mode = "quick" if args.quick else "full"
     if args.json:
         write_json(args.json, rows, info, date)

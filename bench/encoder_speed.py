@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,13 +20,21 @@ import torch
 from bench.harness import FULL, QUICK, Context, Outcome, RowSpec
 from stream.encoder import TextEncoder, bundled_model_path, item_text, native_cpu_precisions
 from stream.sample import sample_items
+from stream.settings import load_settings
 
 ENCODER = "encoder_items_per_s"
 ST = "sentence_transformers_items_per_s"
 COSINE = "encoder_mean_cosine_vs_st"
 GPU = "encoder_items_per_s_gpu"
+GPU_FLOAT32 = "encoder_items_per_s_gpu_float32"
+ST_GPU = "sentence_transformers_items_per_s_gpu"
+ST_GPU_HALF = "sentence_transformers_items_per_s_gpu_float16"
+COSINE_GPU = "encoder_mean_cosine_vs_st_gpu"
 NEEDS_BROKER = False
 BATCH = 64
+GPU_BATCH = 512  # a GPU wants more rows per kernel; the same for every GPU row
+GPU_TEXTS = 50_000
+GPU_ROUNDS = 3
 # Every explicit CPU precision of TextEncoder; "auto" is the default row.
 MODES = ("float32", "bfloat16", "int8")
 _SAME = (
@@ -33,6 +42,14 @@ _SAME = (
     f"{QUICK.encoder_texts:,}), batch {BATCH}, CPU, after warm-up, median of "
     f"{FULL.encoder_rounds} rounds (quick: {QUICK.encoder_rounds}), rows alternated per round"
 )
+
+_GPU_SAME = (
+    f"the sample catalog's texts repeated to {GPU_TEXTS:,}, batch {GPU_BATCH}, the first CUDA "
+    f"device, after warm-up, median of {GPU_ROUNDS} rounds, rows alternated per round; only "
+    "where `torch.cuda.is_available()` (or measured on a GPU machine by `python -m bench.gpu` "
+    "and merged with `--gpu-json`)"
+)
+GPU_ROWS = (GPU, GPU_FLOAT32, ST_GPU, ST_GPU_HALF, COSINE_GPU)
 
 
 def speed_row(mode: str) -> str:
@@ -83,11 +100,42 @@ ROWS = (
     RowSpec(
         GPU,
         "items/s",
-        ENCODER,
-        "`TextEncoder.encode` as the CPU row on the first CUDA device (always float32), same "
-        "texts and batch; only where `torch.cuda.is_available()`",
+        ST_GPU,
+        f'`TextEncoder(device="cuda").encode` with the default precision (float16 on a GPU): '
+        f"{_GPU_SAME}",
+    ),
+    RowSpec(
+        GPU_FLOAT32,
+        "items/s",
+        ST_GPU,
+        f'`TextEncoder(device="cuda", precision="float32")`: {_GPU_SAME}',
+    ),
+    RowSpec(
+        ST_GPU,
+        "items/s",
+        None,
+        f'`SentenceTransformer(bundled model, device="cuda").encode`, float32: {_GPU_SAME}',
+    ),
+    RowSpec(
+        ST_GPU_HALF,
+        "items/s",
+        ST_GPU,
+        f"sentence-transformers as the row above with its model in float16: {_GPU_SAME}",
+    ),
+    RowSpec(
+        COSINE_GPU,
+        "cosine",
+        None,
+        "mean cosine between the default GPU encoder's and sentence-transformers' float32 GPU "
+        "embedding of each text",
     ),
 )
+
+
+def model_folder() -> Path:
+    """The configured encoder folder (``XDREC_ENCODER__MODEL_PATH``), else the bundled one: a
+    GPU machine is sent a float16 copy, the full model being too large to travel."""
+    return load_settings().encoder.model_path or bundled_model_path()
 
 
 def texts(count: int) -> list[str]:
@@ -103,26 +151,55 @@ def _timed(
     return time.perf_counter() - started, vectors
 
 
-def on_gpu(inputs: list[str], rounds: int) -> Outcome:
-    """The same encoder on the first CUDA device, or why there is no figure."""
+def gpu_rows() -> dict[str, Outcome]:
+    """xdrec's encoder and sentence-transformers on the first CUDA device, or why not."""
     if not torch.cuda.is_available():
-        return Outcome.no_gpu()
-    encoder = TextEncoder(batch_size=BATCH, device="cuda")
-    encoder.encode(inputs[:BATCH])
-    # encode() returns host arrays, so each timing includes the copy back: no sync needed.
-    seconds = [_timed(encoder.encode, inputs)[0] for _ in range(rounds)]
-    return Outcome(
-        len(inputs) / statistics.median(seconds),
-        detail=f"{torch.cuda.get_device_name(0)}; {len(inputs):,} texts, median of {rounds}",
+        return {name: Outcome.no_gpu() for name in GPU_ROWS}
+    inputs = texts(GPU_TEXTS)
+    default = TextEncoder(model_folder(), batch_size=GPU_BATCH, device="cuda")
+    full = TextEncoder(model_folder(), batch_size=GPU_BATCH, device="cuda", precision="float32")
+    timed: dict[str, Callable[[list[str]], np.ndarray]] = {
+        GPU: default.encode,
+        GPU_FLOAT32: full.encode,
+        ST_GPU: st_encoder(default.max_length, device="cuda", batch=GPU_BATCH),
+        ST_GPU_HALF: st_encoder(default.max_length, device="cuda", batch=GPU_BATCH, half=True),
+    }
+    seconds, vectors = _alternate(timed, inputs, GPU_ROUNDS)
+    device = torch.cuda.get_device_name(0)
+    detail = f"{device}; {len(inputs):,} texts, median of {GPU_ROUNDS}"
+    results = {
+        name: Outcome(len(inputs) / statistics.median(seconds[name]), detail=detail)
+        for name in timed
+    }
+    cosines = np.sum(vectors[GPU] * vectors[ST_GPU], axis=1)
+    results[COSINE_GPU] = Outcome(
+        float(np.mean(cosines)), detail=f"{device}; min {float(np.min(cosines)):.6f}"
     )
+    return results
+
+
+def _alternate(
+    timed: dict[str, Callable[[list[str]], np.ndarray]], inputs: list[str], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Each encoder's seconds per round and last vectors, after a one-batch warm-up; rounds
+    alternate the encoders, so drift on a shared machine hits every row alike."""
+    for encode in timed.values():  # first-call allocations are not the steady rate
+        encode(inputs[:BATCH])
+    seconds: dict[str, list[float]] = {name: [] for name in timed}
+    vectors: dict[str, np.ndarray] = {}
+    for _ in range(rounds):
+        for name, encode in timed.items():
+            elapsed, vectors[name] = _timed(encode, inputs)
+            seconds[name].append(elapsed)
+    return seconds, vectors
 
 
 def run(ctx: Context) -> dict[str, Outcome]:
     results = cpu_rows(ctx)
     try:
-        results[GPU] = on_gpu(texts(ctx.sizes.encoder_texts), ctx.sizes.encoder_rounds)
+        results.update(gpu_rows())
     except Exception as exc:  # the CPU rows stand
-        results[GPU] = Outcome.failed(f"{type(exc).__name__}: {exc}")
+        results.update({name: Outcome.failed(f"{type(exc).__name__}: {exc}") for name in GPU_ROWS})
     return results
 
 
@@ -136,7 +213,9 @@ def mode_encoders(default: TextEncoder) -> tuple[dict[str, TextEncoder], dict[st
         if mode == default.precision:
             encoders[mode] = default
         elif mode in native:
-            encoders[mode] = TextEncoder(batch_size=BATCH, device="cpu", precision=mode)
+            encoders[mode] = TextEncoder(
+                model_folder(), batch_size=BATCH, device="cpu", precision=mode
+            )
         else:
             needs = "AMX-BF16" if mode == "bfloat16" else "VNNI"
             missing[speed_row(mode)] = missing[cosine_row(mode)] = Outcome.failed(
@@ -145,17 +224,21 @@ def mode_encoders(default: TextEncoder) -> tuple[dict[str, TextEncoder], dict[st
     return encoders, missing
 
 
-def st_encoder(max_length: int) -> Callable[[list[str]], np.ndarray]:
-    """sentence-transformers' float32 ``encode()`` on the bundled model, xdrec's truncation."""
+def st_encoder(
+    max_length: int, device: str = "cpu", batch: int = BATCH, half: bool = False
+) -> Callable[[list[str]], np.ndarray]:
+    """sentence-transformers' ``encode()`` on the encoder's model folder, xdrec's truncation;
+    float32 (whatever the folder stores) unless ``half``."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    model = SentenceTransformer(str(model_folder()), device=device)
     model.max_seq_length = max_length
+    model.half() if half else model.float()
 
-    def encode(batch: list[str]) -> np.ndarray:
+    def encode(inputs: list[str]) -> np.ndarray:
         return model.encode(
-            batch,
-            batch_size=BATCH,
+            inputs,
+            batch_size=batch,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
@@ -167,7 +250,7 @@ def st_encoder(max_length: int) -> Callable[[list[str]], np.ndarray]:
 def cpu_rows(ctx: Context) -> dict[str, Outcome]:
     inputs = texts(ctx.sizes.encoder_texts)
     rounds = ctx.sizes.encoder_rounds
-    default = TextEncoder(batch_size=BATCH, device="cpu")
+    default = TextEncoder(model_folder(), batch_size=BATCH, device="cpu")
     encoders, results = mode_encoders(default)
     timed: dict[str, Callable[[list[str]], np.ndarray]] = {
         mode: encoder.encode for mode, encoder in encoders.items()
@@ -177,15 +260,7 @@ def cpu_rows(ctx: Context) -> dict[str, Outcome]:
         timed[ST] = st_encoder(default.max_length)
     except Exception as exc:  # xdrec's own figures are still worth having
         st_error = f"sentence-transformers unavailable: {type(exc).__name__}: {exc}"
-    for encode in timed.values():  # warm-up: first-call allocations are not the steady rate
-        encode(inputs[:BATCH])
-
-    seconds: dict[str, list[float]] = {name: [] for name in timed}
-    vectors: dict[str, np.ndarray] = {}
-    for _ in range(rounds):  # alternated, so drift on a shared machine hits every row alike
-        for name, encode in timed.items():
-            elapsed, vectors[name] = _timed(encode, inputs)
-            seconds[name].append(elapsed)
+    seconds, vectors = _alternate(timed, inputs, rounds)
     detail = f"{len(inputs):,} texts, median of {rounds} round(s)"
     for name in timed:
         rate = Outcome(len(inputs) / statistics.median(seconds[name]), detail=detail)

@@ -53,7 +53,7 @@ def machine() -> dict[str, Any]:
 
 
 def rows_json(specs: Sequence[RowSpec], outcomes: dict[str, Outcome]) -> dict[str, Any]:
-    """``NAME -> {value, unit, peer, ratio}`` plus ``error`` for rows that failed."""
+    """``NAME -> {value, unit, peer, ratio, detail}`` plus ``error`` for rows that failed."""
     rows: dict[str, Any] = {}
     for spec in specs:
         outcome = outcomes[spec.name]
@@ -66,6 +66,7 @@ def rows_json(specs: Sequence[RowSpec], outcomes: dict[str, Outcome]) -> dict[st
             "unit": spec.unit,
             "peer": spec.peer,
             "ratio": ratio,
+            "detail": outcome.detail,
         }
         if outcome.error is not None:
             row["error"] = outcome.error

@@ -10,8 +10,12 @@ AMX (about 2.8x the float32 rate on 2 Sapphire Rapids cores, mean cosine 0.99995
 int8 dynamic quantization (about 1.5x, mean cosine about 0.993, and an item's vector then shifts
 slightly with the batch it is encoded in). ``auto`` takes bfloat16 only where AMX is present:
 with AVX512-BF16 alone it is no faster than float32, and without either it is several times
-slower. On a GPU the model always runs in float32. bench/encoder_speed.py measures each mode
-against sentence-transformers.
+slower. On a GPU ``auto`` is float16 (tensor cores), and float32 and bfloat16 can be asked for.
+bench/encoder_speed.py measures each mode against sentence-transformers.
+
+Texts are sorted by length and batched; the batches are tokenized by the Rust tokenizer in
+threads (it releases the GIL, and tokenizing is what holds a GPU back) while the model runs the
+batches before them, and the pooled vectors stay on the device until one copy back at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -38,7 +43,9 @@ from stream.cpu import has_amx_bfloat16, has_int8_vnni  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "float32", "bfloat16", "int8"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
@@ -78,19 +85,27 @@ def native_cpu_precisions() -> tuple[str, ...]:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """The precision the model really runs at on ``device`` (what the fingerprint names).
 
-    Lower precisions apply only on the CPU. ``int8`` needs VNNI: without it fbgemm must quantize
+    On a GPU ``auto`` is float16; int8 (dynamic quantization) is a CPU kernel, so a GPU runs
+    float32 instead. On the CPU ``int8`` needs VNNI: without it fbgemm must quantize
     activations to 7 bits, which costs too much accuracy (mean cosine about 0.98), so it falls
-    back to float32 there. ``bfloat16`` without AMX is honoured, but slow.
+    back to float32 there. ``bfloat16`` without AMX is honoured, but slow; ``float16`` has no
+    fast CPU kernels and falls back to float32.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"encoder precision {requested!r} is not one of {', '.join(PRECISIONS)}")
     if device.type != "cpu":
-        if requested not in ("auto", "float32"):
-            log.warning("encoder precision ignored precision=%s device=%s", requested, device)
-        return "float32"
+        if requested == "auto":
+            return "float16"
+        if requested == "int8":
+            log.warning("encoder precision fallback requested=int8 used=float32 device=%s", device)
+            return "float32"
+        return requested
     native = native_cpu_precisions()
     if requested == "auto":
         return "bfloat16" if "bfloat16" in native else "float32"
+    if requested == "float16":
+        log.warning("encoder precision fallback requested=float16 used=float32 reason=cpu")
+        return "float32"
     if requested == "bfloat16" and "bfloat16" not in native:
         log.warning("encoder precision slow precision=bfloat16 reason=no_amx_bf16")
     if requested == "int8" and "int8" not in native:
@@ -159,11 +174,16 @@ class TextEncoder:
                 f"cannot load encoder from {self.model_path}: {exc}. The folder needs a "
                 "config.json, tokenizer files and model.safetensors"
             ) from exc
-        self.model.eval().to(self.device)
-        if self.precision == "bfloat16":
-            self.model.to(torch.bfloat16)
-        elif self.precision == "int8":
+        # The folder's own dtype does not decide: a float16 copy of a model still runs float32.
+        self.model.eval().to(self.device, torch.float32)
+        if self.precision == "int8":
             self.model = _quantize_int8(self.model)
+        else:
+            self.model.to(DTYPES[self.precision])
+        self._backend = self.tokenizer.backend_tokenizer
+        self._backend.enable_truncation(max_length)
+        self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id or 0)
+        self._tokenize_threads = max(1, min(16, os.cpu_count() or 1))
         self.dimension = int(self.model.config.hidden_size)
         # Packaged models sit in a folder called "model": name them by their package instead.
         folder = self.model_path
@@ -188,29 +208,52 @@ class TextEncoder:
         """Embeddings of ``texts`` in input order, shape ``(len(texts), dimension)``, float32."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
-        output = np.empty((len(texts), self.dimension), dtype=np.float32)
+        texts = list(texts)
+        # Sorted by length so that a batch pads little. Characters stand in for tokens, so the
+        # batches can be tokenized in threads while the model runs the ones before them.
+        order = np.argsort(np.fromiter(map(len, texts), np.int64, len(texts)), kind="stable")
+        batches = [
+            [texts[index] for index in chunk]
+            for chunk in np.split(order, range(self.batch_size, len(order), self.batch_size))
+        ]
         with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                output[chunk] = self._encode_batch([texts[index] for index in chunk])
+            if len(batches) < 2 or self._tokenize_threads < 2:
+                pooled = [self._encode_batch(*self._tokenize(batch)) for batch in batches]
+            else:
+                with ThreadPoolExecutor(self._tokenize_threads, "xdrec-tokenize") as pool:
+                    tokenized = pool.map(self._tokenize, batches)
+                    pooled = [self._encode_batch(ids, mask) for ids, mask in tokenized]
+            vectors = torch.cat(pooled).cpu().numpy()
+        output = np.empty((len(texts), self.dimension), dtype=np.float32)
+        output[order] = vectors
         return output
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        tokens = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        ).to(self.device)
-        # Pooled in float32 whatever the model ran in: the sum over tokens is where bfloat16
-        # would lose most.
-        hidden = self.model(**tokens).last_hidden_state.float()
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.cpu().numpy()
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch's token ids and attention mask, truncated, padded to its longest text."""
+        encodings = self._backend.encode_batch(texts)
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        return ids, mask
+
+    def _encode_batch(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """One padded batch through the model: its pooled, normalized vectors, on the device."""
+        pinned = self.device.type == "cuda"
+        input_ids, attention_mask = (
+            _to_device(torch.from_numpy(array), self.device, pinned) for array in (ids, mask)
+        )
+        # Pooled in float32 whatever the model ran in: the sum over tokens is where a half
+        # precision would lose most.
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (hidden.float() * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device, pinned: bool) -> torch.Tensor:
+    """A host tensor on ``device``; through pinned memory to a GPU, so the copy is async."""
+    if pinned:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def item_text(title: str | None, text: str | None) -> str:

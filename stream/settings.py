@@ -102,10 +102,10 @@ class EncoderSettings(BaseModel):
     max_length: int = Field(default=128, ge=8, le=8192)
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"
-    # CPU only (a GPU runs float32). "auto": bfloat16 where the CPU has AMX (about 2.8x float32,
-    # cosine 0.99995), else float32; "int8" (needs VNNI) is about 1.5x, cosine about 0.993.
+    # "auto": on a GPU float16; on the CPU bfloat16 where it has AMX (about 2.8x float32, cosine
+    # 0.99995), else float32. "int8" (CPU with VNNI) is about 1.5x, cosine about 0.993.
     # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
-    precision: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
 
 
 class InterestSettings(BaseModel):

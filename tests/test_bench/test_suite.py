@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from bench import recovery, scale_out, training_speed
-from bench.__main__ import MODULES
+from bench import encoder_speed, recovery, scale_out, training_speed
+from bench.__main__ import MODULES, merge_gpu_rows
 from bench.harness import NO_CUDA, Outcome
 from bench.latency import Latencies, outcomes
-from bench.report import markdown, rows_json
+from bench.report import markdown, rows_json, write_json
 from stream.settings import Settings
 from stream.state import UserState
 
@@ -29,6 +31,7 @@ def test_a_missing_gpu_is_not_a_failure_worth_keeping_logs_for() -> None:
         training_speed.CPU: Outcome(10.0),
         training_speed.PLAIN: Outcome(5.0),
         training_speed.GPU: Outcome.no_gpu(),
+        training_speed.PLAIN_GPU: Outcome.no_gpu(),
     }
     rows = rows_json(specs, results)
     assert rows[training_speed.GPU]["error"] == NO_CUDA
@@ -75,3 +78,36 @@ def test_synthetic_training_data_has_enough_examples() -> None:
     space, sequences = training_speed.synthetic_data(1_000)
     assert set(space.domains) == {"food", "kitchen"}
     assert sum(len(s) - 1 for s in sequences) >= 1_000
+
+
+def test_gpu_rows_say_there_is_no_gpu_on_a_cpu_machine() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rows = encoder_speed.gpu_rows()
+    assert set(rows) == set(encoder_speed.GPU_ROWS)
+    assert all(outcome.error == NO_CUDA for outcome in rows.values())
+
+
+def test_gpu_rows_from_another_machine_fill_only_the_no_gpu_rows(tmp_path: Path) -> None:
+    specs = list(training_speed.ROWS)
+    measured = {
+        training_speed.CPU: Outcome(80.0, detail="their CPU"),
+        training_speed.PLAIN: Outcome(70.0),
+        training_speed.GPU: Outcome(2.0, detail="50,000 examples"),
+        training_speed.PLAIN_GPU: Outcome(1.0),
+    }
+    gpu_file = tmp_path / "gpu.json"
+    info = {"gpu": "NVIDIA H200", "cores": 16, "cpu_model": "some CPU"}
+    write_json(gpu_file, rows_json(specs, measured), info, "2026-01-01T00:00:00+00:00")
+    here = {
+        training_speed.CPU: Outcome(10.0),
+        training_speed.PLAIN: Outcome(5.0),
+        training_speed.GPU: Outcome.no_gpu(),
+        training_speed.PLAIN_GPU: Outcome.no_gpu(),
+    }
+    where = merge_gpu_rows(here, gpu_file)
+    assert "NVIDIA H200" in where and "2026-01-01" in where
+    assert here[training_speed.CPU].value == 10.0  # this machine's own figure stays
+    assert here[training_speed.GPU].value == 2.0
+    assert "50,000 examples; measured on NVIDIA H200" in here[training_speed.GPU].detail
+    assert rows_json(specs, here)[training_speed.GPU]["ratio"] == 2.0

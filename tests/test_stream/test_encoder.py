@@ -94,9 +94,29 @@ def test_modes_a_cpu_cannot_run_well() -> None:
     assert resolve_precision("bfloat16", CPU) == "bfloat16"  # asked for: slow, but honoured
 
 
-def test_a_gpu_always_runs_float32() -> None:
-    for mode in ("auto", "float32", *LOWER):
-        assert resolve_precision(mode, torch.device("cuda")) == "float32"
+def test_a_gpu_runs_half_precision_unless_asked_otherwise() -> None:
+    gpu = torch.device("cuda")
+    assert resolve_precision("auto", gpu) == "float16"
+    for mode in ("float32", "bfloat16", "float16"):
+        assert resolve_precision(mode, gpu) == mode
+    assert resolve_precision("int8", gpu) == "float32"  # a CPU kernel
+
+
+def test_float16_is_not_run_on_a_cpu() -> None:
+    assert resolve_precision("float16", CPU) == "float32"
+
+
+def test_order_and_padding_do_not_change_a_texts_vector(
+    encoders: dict[str, TextEncoder], texts: list[str], reference: np.ndarray
+) -> None:
+    """Texts are regrouped by token count into batches: each must come back in its own place,
+    and equal to its vector encoded alone (padding is masked out of the pooling)."""
+    encoder = encoders["float32"]
+    shuffled = list(reversed(texts)) + [""]
+    vectors = encoder.encode(shuffled)
+    np.testing.assert_allclose(vectors[:-1], reference[::-1], atol=1e-5)
+    alone = np.vstack([encoder.encode([text]) for text in texts[:3]])
+    np.testing.assert_allclose(alone, reference[:3], atol=1e-5)
 
 
 def test_unknown_precisions_are_refused() -> None:
@@ -116,3 +136,18 @@ def test_the_benchmark_reports_modes_this_cpu_lacks(encoders: dict[str, TextEnco
             assert missing[row].value is None and missing[row].error
     names = {spec.name for spec in encoder_speed.ROWS}
     assert set(missing) <= names
+
+
+def test_tokenizing_in_threads_gives_the_same_vectors(
+    monkeypatch: pytest.MonkeyPatch,
+    encoders: dict[str, TextEncoder],
+    texts: list[str],
+    reference: np.ndarray,
+) -> None:
+    encoder = encoders["float32"]
+    assert len(texts) > 2 * encoder.batch_size  # several batches, so a thread pool
+    monkeypatch.setattr(encoder, "_tokenize_threads", 1)
+    inline = encoder.encode(texts)
+    monkeypatch.setattr(encoder, "_tokenize_threads", 3)
+    np.testing.assert_allclose(encoder.encode(texts), inline, atol=1e-6)
+    np.testing.assert_allclose(inline, reference, atol=1e-5)
