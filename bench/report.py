@@ -124,7 +124,12 @@ def markdown(
             f"| `{spec.name}` | {value} | {spec.unit} | {f'`{spec.peer}`' if spec.peer else ''} "
             f"| {ratio} | {detail} |"
         )
-    lines += ["", "ratio = value / peer's value, both from this run.", ""]
+    lines += [
+        "",
+        "ratio = value / peer's value, both from the same run (a merged GPU row and its peer: "
+        "the GPU machine's run).",
+        "",
+    ]
     if failures:
         lines += ["## Rows that failed", ""]
         for name, error in failures:
@@ -158,14 +163,20 @@ def markdown(
         "read the worker's event-loop lag from /metrics every 100 ms and check that every event "
         "got exactly one recommendation across the swap; a lost or doubled one fails the rows.",
         "",
-        "GPU rows run only where `torch.cuda.is_available()`; elsewhere they show `no GPU`.",
+        "GPU rows run only where `torch.cuda.is_available()`; elsewhere they show `no GPU`, or "
+        "the rows of a `python -m bench.gpu` run on a GPU machine merged with `--gpu-json` "
+        "(their notes name that machine and date).",
         "",
         "## Running",
         "",
         "```bash",
-        "python -m bench --json bench.json            # full run, about 20 minutes on 2 cores",
+        "python -m bench --json bench.json            # full run, about 8 minutes on 2 cores",
         "python -m bench --quick --json bench.json    # about 5 minutes: smaller sizes, no "
         "100k-catalog row, synthetic training data",
+        "python -m bench.gpu --json gpu.json          # on a GPU machine: the GPU rows alone, no "
+        "broker",
+        "python -m bench --json bench.json --gpu-json gpu.json   # this machine's rows, the GPU "
+        "rows from gpu.json",
         "```",
         "",
         "Extras: `pip install -r bench/requirements.txt` (sentence-transformers) into the project "

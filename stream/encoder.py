@@ -147,15 +147,15 @@ class TextEncoder:
         model_path: Path | None = None,
         *,
         max_length: int = 128,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         device: str = "auto",
         precision: str = "auto",
     ) -> None:
         self.model_path = Path(model_path) if model_path else bundled_model_path()
         self.max_length = max_length
-        self.batch_size = batch_size
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        self.batch_size = batch_size or (64 if self.device.type == "cpu" else 512)
         config_file = self.model_path / "config.json"
         if not config_file.is_file():
             raise EncoderLoadError(

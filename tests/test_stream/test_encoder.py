@@ -151,3 +151,9 @@ def test_tokenizing_in_threads_gives_the_same_vectors(
     monkeypatch.setattr(encoder, "_tokenize_threads", 3)
     np.testing.assert_allclose(encoder.encode(texts), inline, atol=1e-6)
     np.testing.assert_allclose(inline, reference, atol=1e-5)
+
+
+def test_an_unset_batch_size_suits_the_device() -> None:
+    assert EncoderSettings().batch_size is None
+    assert TextEncoder(device="cpu", precision="float32").batch_size == 64
+    assert TextEncoder(device="cpu", precision="float32", batch_size=8).batch_size == 8
