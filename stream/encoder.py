@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from stream.cpu import has_amx_bfloat16, has_int8_vnni  # noqa: E402
@@ -180,10 +181,15 @@ class TextEncoder:
             self.model = _quantize_int8(self.model)
         else:
             self.model.to(DTYPES[self.precision])
-        self._backend = self.tokenizer.backend_tokenizer
-        self._backend.enable_truncation(max_length)
-        self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id or 0)
-        self._tokenize_threads = max(1, min(16, os.cpu_count() or 1))
+        # A copy of the Rust tokenizer, set up once: transformers' wrapper resets its settings
+        # on each call. A folder with a Python-only tokenizer uses the wrapper, in one thread.
+        self._backend: Tokenizer | None = None
+        self._tokenize_threads = 1
+        if self.tokenizer.is_fast:
+            self._backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            self._backend.enable_truncation(max_length)
+            self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id or 0)
+            self._tokenize_threads = max(1, min(16, os.cpu_count() or 1))
         self.dimension = int(self.model.config.hidden_size)
         # Packaged models sit in a folder called "model": name them by their package instead.
         folder = self.model_path
@@ -230,6 +236,15 @@ class TextEncoder:
 
     def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """One batch's token ids and attention mask, truncated, padded to its longest text."""
+        if self._backend is None:
+            tokens = self.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
+            return tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
         encodings = self._backend.encode_batch(texts)
         ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)

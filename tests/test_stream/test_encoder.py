@@ -157,3 +157,15 @@ def test_an_unset_batch_size_suits_the_device() -> None:
     assert EncoderSettings().batch_size is None
     assert TextEncoder(device="cpu", precision="float32").batch_size == 64
     assert TextEncoder(device="cpu", precision="float32", batch_size=8).batch_size == 8
+
+
+def test_a_python_only_tokenizer_gives_the_same_vectors(
+    monkeypatch: pytest.MonkeyPatch,
+    encoders: dict[str, TextEncoder],
+    texts: list[str],
+    reference: np.ndarray,
+) -> None:
+    """Folders without a Rust tokenizer go through transformers' wrapper, padded alike."""
+    encoder = encoders["float32"]
+    monkeypatch.setattr(encoder, "_backend", None)
+    np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
