@@ -9,7 +9,8 @@ catalog runs in bfloat16 against a copy of the matrix kept beside it (about 4x f
 float32 here), and only a shortlist of ``k + margin`` items per query is scored again in
 float32. The returned items and scores are the float32 ones: the shortlist misses one of the
 exact top k only when bfloat16's error (about 0.004 in cosine) reorders an item across more
-than ``margin`` places, and a test compares both paths.
+than ``margin`` places, and a test compares both paths. Over large catalogs the shortlist is
+picked from the blocks of columns with the best maxima (``top_columns``), not the whole row.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from stream.cpu import has_bfloat16_arithmetic
 COARSE_MIN_ITEMS = 2_048  # below this the exact product costs about as much as the shortlist
 COARSE_MARGIN_FACTOR = 4  # shortlist of k * factor + 16 items per query
 _CHUNK_ROWS = 8  # queries per gather of shortlisted vectors: small enough to stay in cache
+BLOCK = 128  # columns per block of the blocked shortlist selection
+BLOCKED_MIN_ITEMS = 65_536  # below this one topk over the whole row is as fast (bench.topk)
 
 
 def coarse_dtype(mode: str) -> torch.dtype | None:
@@ -107,7 +110,7 @@ def _shortlist(
     if rows:
         coarse[rows, columns] = -torch.inf
     width = min(index.size, k * COARSE_MARGIN_FACTOR + 16)
-    values, picked = torch.topk(coarse, width, dim=1, sorted=False)
+    values, picked = top_columns(coarse, width)
     candidates = picked.numpy()
     exact = np.empty(candidates.shape, dtype=np.float32)
     for start in range(0, len(queries), _CHUNK_ROWS):
@@ -116,6 +119,35 @@ def _shortlist(
         exact[start:end] = np.matmul(vectors, queries[start:end, :, None])[..., 0]
     exact[~torch.isfinite(values).numpy()] = -np.inf
     return exact, candidates
+
+
+def top_columns(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``width`` largest values of each row of a contiguous matrix and their columns, in
+    no order; as ``torch.topk`` up to which of tied values is returned.
+
+    Over a long row ``torch.topk`` costs more than finding the best blocks first: the best
+    ``width`` values lie in the ``width`` blocks of ``BLOCK`` columns with the largest maxima
+    (a block holding one of them has fewer than ``width`` better blocks) or in the columns
+    after the last whole block, so only those are searched.
+    """
+    rows, columns = scores.shape
+    whole = columns // BLOCK
+    if columns < BLOCKED_MIN_ITEMS or whole <= width:
+        return torch.topk(scores, width, dim=1, sorted=False)
+    blocks = scores.as_strided((rows, whole, BLOCK), (columns, BLOCK, 1))
+    _, best_blocks = torch.topk(blocks.amax(dim=2), width, dim=1, sorted=False)
+    candidates = torch.gather(blocks, 1, best_blocks[:, :, None].expand(-1, -1, BLOCK))
+    candidates = candidates.reshape(rows, width * BLOCK)
+    tail_start = whole * BLOCK
+    if tail_start < columns:
+        candidates = torch.cat([candidates, scores[:, tail_start:]], dim=1)
+    values, picked = torch.topk(candidates, width, dim=1, sorted=False)
+    in_blocks = picked < width * BLOCK
+    block_of = torch.gather(best_blocks, 1, torch.where(in_blocks, picked // BLOCK, 0))
+    positions = torch.where(
+        in_blocks, block_of * BLOCK + picked % BLOCK, picked - width * BLOCK + tail_start
+    )
+    return values, positions
 
 
 def _ranked(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from stream.scoring import DomainIndex, coarse_dtype, top_k
+from stream.scoring import BLOCK, BLOCKED_MIN_ITEMS, DomainIndex, coarse_dtype, top_columns, top_k
 
 
 def _index(rows: int = 200, dim: int = 16) -> DomainIndex:
@@ -49,10 +50,11 @@ def test_ties_are_broken_by_item_id_whatever_the_order_in_the_catalog() -> None:
     assert [item for item, _ in result] == ["m1", "m3", "m9"]
 
 
-def test_bfloat16_shortlist_returns_the_exact_float32_ranking() -> None:
+@pytest.mark.parametrize("rows", [6_000, BLOCKED_MIN_ITEMS + 500])
+def test_bfloat16_shortlist_returns_the_exact_float32_ranking(rows: int) -> None:
     """The first pass in bfloat16 only shortlists: items and order are float32's, and so are the
-    scores up to float32 rounding."""
-    rows, dim = 6_000, 64
+    scores up to float32 rounding. The larger catalog shortlists from blocks."""
+    dim = 64
     rng = np.random.default_rng(3)
     matrix = rng.standard_normal((rows, dim)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -79,3 +81,21 @@ def test_bfloat16_shortlist_returns_the_exact_float32_ranking() -> None:
     )
     [first] = top_k(coarse, queries[:1], excluded[:1], k=10)
     assert all(active[exact.positions[item]] for item, _ in first)
+
+
+@pytest.mark.parametrize("columns", [BLOCKED_MIN_ITEMS + 3 * BLOCK, BLOCKED_MIN_ITEMS + 77])
+def test_blocked_selection_finds_what_topk_finds(columns: int) -> None:
+    """Over long rows the shortlist comes from the blocks with the best maxima (and the columns
+    after the last whole block): the same columns as a topk over the whole row."""
+    rng = np.random.default_rng(5)
+    scores = torch.from_numpy(rng.standard_normal((7, columns)).astype(np.float32))
+    scores[:, rng.integers(0, columns, 500)] = -torch.inf  # excluded and removed items
+    scores[0, :BLOCK] = 10.0 + torch.arange(BLOCK)  # the best all in one block
+    scores[1, -20:] = 20.0  # and in the columns after the last whole block
+    scores[2, ::BLOCK] = 30.0  # one in each of many blocks
+    values, columns_found = top_columns(scores, 56)
+    expected_values, expected = torch.topk(scores, 56, dim=1, sorted=False)
+    assert torch.equal(torch.gather(scores, 1, columns_found), values)
+    assert torch.equal(values.sort(dim=1).values, expected_values.sort(dim=1).values)
+    for row in (0, 1, 3, 4, 5, 6):  # row 2 has more tied values than places: any of them do
+        assert set(columns_found[row].tolist()) == set(expected[row].tolist())
