@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.harness import FULL, QUICK, Context, Outcome, RowSpec
+from bench.harness import FULL, QUICK, Context, Outcome, RowSpec, failed_rows
 from stream.encoder import TextEncoder, bundled_model_path, item_text, native_cpu_precisions
 from stream.sample import sample_items
 from stream.settings import load_settings
@@ -158,13 +158,14 @@ def gpu_rows() -> dict[str, Outcome]:
     if not torch.cuda.is_available():
         return {name: Outcome.no_gpu() for name in GPU_ROWS}
     inputs = texts(GPU_TEXTS)
-    default = TextEncoder(model_folder(), batch_size=GPU_BATCH, device="cuda")
-    full = TextEncoder(model_folder(), batch_size=GPU_BATCH, device="cuda", precision="float32")
+    folder = model_folder()
+    default = TextEncoder(folder, batch_size=GPU_BATCH, device="cuda")
+    full = TextEncoder(folder, batch_size=GPU_BATCH, device="cuda", precision="float32")
     timed: dict[str, Callable[[list[str]], np.ndarray]] = {
         GPU: default.encode,
         GPU_FLOAT32: full.encode,
-        ST_GPU: st_encoder(default.max_length, device="cuda", batch=GPU_BATCH),
-        ST_GPU_HALF: st_encoder(default.max_length, device="cuda", batch=GPU_BATCH, half=True),
+        ST_GPU: st_encoder(default, device="cuda", batch=GPU_BATCH),
+        ST_GPU_HALF: st_encoder(default, device="cuda", batch=GPU_BATCH, half=True),
     }
     seconds, vectors = _alternate(timed, inputs, GPU_ROUNDS)
     device = torch.cuda.get_device_name(0)
@@ -201,7 +202,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
     try:
         results.update(gpu_rows())
     except Exception as exc:  # the CPU rows stand
-        results.update({name: Outcome.failed(f"{type(exc).__name__}: {exc}") for name in GPU_ROWS})
+        results.update(failed_rows(GPU_ROWS, exc))
     return results
 
 
@@ -216,7 +217,7 @@ def mode_encoders(default: TextEncoder) -> tuple[dict[str, TextEncoder], dict[st
             encoders[mode] = default
         elif mode in native:
             encoders[mode] = TextEncoder(
-                model_folder(), batch_size=BATCH, device="cpu", precision=mode
+                default.model_path, batch_size=BATCH, device="cpu", precision=mode
             )
         else:
             needs = "AMX-BF16" if mode == "bfloat16" else "VNNI"
@@ -227,14 +228,14 @@ def mode_encoders(default: TextEncoder) -> tuple[dict[str, TextEncoder], dict[st
 
 
 def st_encoder(
-    max_length: int, device: str = "cpu", batch: int = BATCH, half: bool = False
+    like: TextEncoder, device: str = "cpu", batch: int = BATCH, half: bool = False
 ) -> Callable[[list[str]], np.ndarray]:
-    """sentence-transformers' ``encode()`` on the encoder's model folder, xdrec's truncation;
+    """sentence-transformers' ``encode()`` on the model folder and truncation of ``like``;
     float32 (whatever the folder stores) unless ``half``."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(model_folder()), device=device)
-    model.max_seq_length = max_length
+    model = SentenceTransformer(str(like.model_path), device=device)
+    model.max_seq_length = like.max_length
     model.half() if half else model.float()
 
     def encode(inputs: list[str]) -> np.ndarray:
@@ -259,7 +260,7 @@ def cpu_rows(ctx: Context) -> dict[str, Outcome]:
     }
     st_error = None
     try:
-        timed[ST] = st_encoder(default.max_length)
+        timed[ST] = st_encoder(default)
     except Exception as exc:  # xdrec's own figures are still worth having
         st_error = f"sentence-transformers unavailable: {type(exc).__name__}: {exc}"
     seconds, vectors = _alternate(timed, inputs, rounds)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import encoder_speed, training_speed
-from bench.harness import Outcome
+from bench.harness import Outcome, failed_rows
 from bench.report import machine, rows_json, write_json
 from stream.logs import configure_logging
 
@@ -43,7 +43,7 @@ def _guarded(measure: Callable[[], dict[str, Outcome]], names: Sequence[str]) ->
         outcomes = measure()
     except Exception as exc:
         traceback.print_exc()
-        outcomes = {name: Outcome.failed(f"{type(exc).__name__}: {exc}") for name in names}
+        outcomes = failed_rows(names, exc)
     for name in names:
         outcome = outcomes[name]
         shown = f"{outcome.value:,.4g}" if outcome.value is not None else outcome.error

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,6 +58,11 @@ class Outcome:
     def broken(self) -> bool:
         """Failed for a reason worth a look (not a GPU row on a CPU machine)."""
         return self.value is None and self.error != NO_CUDA
+
+
+def failed_rows(names: Iterable[str], exc: BaseException) -> dict[str, Outcome]:
+    """Each of ``names`` failed with ``exc``: one failure spoils its own group of rows only."""
+    return {name: Outcome.failed(f"{type(exc).__name__}: {exc}") for name in names}
 
 
 class Benchmark(Protocol):

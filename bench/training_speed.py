@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec
+from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, failed_rows
 from training.item_space import ItemSpace
 from training.model import ModelConfig
 from training.train import (
@@ -190,40 +190,25 @@ def run(ctx: Context) -> dict[str, Outcome]:
     started = time.perf_counter()
     space, text, epoch, source = epoch_data(ctx.quick)
     prepared = time.perf_counter() - started
-    model_config = ModelConfig(text_dim=TEXT_DIM)
-    train = TrainConfig(epochs=1, batch_size=BATCH, device="cpu")
     count = min(ctx.sizes.train_examples, len(epoch.targets))
     examples = Examples(epoch.histories[:count], epoch.targets[:count])
     scale = EPOCH / count
-    few = Examples(examples.histories[:BATCH], examples.targets[:BATCH])
-    train_model(space, text, few, model_config, train, progress=False)  # first-call allocations
-    plain_seconds(space, text, few, model_config)
-    ours: list[float] = []
-    plain: list[float] = []
-    for _ in range(ROUNDS):  # alternated, so drift on a shared machine hits both alike
-        ours.append(
-            train_model(space, text, examples, model_config, train, progress=False)[1]["seconds"]
-        )
-        plain.append(plain_seconds(space, text, examples, model_config))
+    ours, plain = median_seconds(space, text, examples, "cpu")
     detail = (
         f"{count:,} timed of {source}, median of {ROUNDS}: {{seconds:.1f}}s; "
         f"{torch.get_num_threads()} torch threads"
     )
     results = {
         CPU: Outcome(
-            statistics.median(ours) * scale,
-            detail=detail.format(seconds=statistics.median(ours))
-            + f"; data ready in {prepared:.0f}s",
+            ours * scale,
+            detail=detail.format(seconds=ours) + f"; data ready in {prepared:.0f}s",
         ),
-        PLAIN: Outcome(
-            statistics.median(plain) * scale,
-            detail=detail.format(seconds=statistics.median(plain)),
-        ),
+        PLAIN: Outcome(plain * scale, detail=detail.format(seconds=plain)),
     }
     try:
         results.update(gpu_rows(space, text, epoch, source))
     except Exception as exc:  # the CPU rows stand
-        results.update({name: Outcome.failed(f"{type(exc).__name__}: {exc}") for name in GPU_ROWS})
+        results.update(failed_rows(GPU_ROWS, exc))
     return results
 
 
@@ -233,25 +218,31 @@ def gpu_rows(
     """``train_model`` and the plain loop over a whole epoch on the first CUDA device."""
     if not torch.cuda.is_available():
         return {name: Outcome.no_gpu() for name in GPU_ROWS}
+    ours, plain = median_seconds(space, text, epoch, "cuda")
+    scale = EPOCH / len(epoch.targets)
+    detail = f"{torch.cuda.get_device_name(0)}; {source}, median of {ROUNDS}: {{:.2f}}s"
+    return {
+        GPU: Outcome(ours * scale, detail=detail.format(ours)),
+        PLAIN_GPU: Outcome(plain * scale, detail=detail.format(plain)),
+    }
+
+
+def median_seconds(
+    space: ItemSpace, text: np.ndarray, examples: Examples, device: str
+) -> tuple[float, float]:
+    """Median seconds of ``train_model`` and of the plain loop over ``examples`` on ``device``,
+    after a one-batch warm-up of each (first-call allocations, a CUDA context and its kernels)
+    and in alternated rounds, so drift on a shared machine hits both alike."""
     model_config = ModelConfig(text_dim=TEXT_DIM)
-    on_gpu = TrainConfig(epochs=1, batch_size=BATCH, device="cuda")
-    few = Examples(epoch.histories[:BATCH], epoch.targets[:BATCH])
-    train_model(space, text, few, model_config, on_gpu, progress=False)  # CUDA context, kernels
-    plain_seconds(space, text, few, model_config, device="cuda")
+    train = TrainConfig(epochs=1, batch_size=BATCH, device=device)
+    few = Examples(examples.histories[:BATCH], examples.targets[:BATCH])
+    train_model(space, text, few, model_config, train, progress=False)
+    plain_seconds(space, text, few, model_config, device=device)
     ours: list[float] = []
     plain: list[float] = []
     for _ in range(ROUNDS):
         ours.append(
-            train_model(space, text, epoch, model_config, on_gpu, progress=False)[1]["seconds"]
+            train_model(space, text, examples, model_config, train, progress=False)[1]["seconds"]
         )
-        plain.append(plain_seconds(space, text, epoch, model_config, device="cuda"))
-    scale = EPOCH / len(epoch.targets)
-    detail = f"{torch.cuda.get_device_name(0)}; {source}, median of {ROUNDS}: {{:.2f}}s"
-    return {
-        GPU: Outcome(
-            statistics.median(ours) * scale, detail=detail.format(statistics.median(ours))
-        ),
-        PLAIN_GPU: Outcome(
-            statistics.median(plain) * scale, detail=detail.format(statistics.median(plain))
-        ),
-    }
+        plain.append(plain_seconds(space, text, examples, model_config, device=device))
+    return statistics.median(ours), statistics.median(plain)
