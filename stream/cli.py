@@ -73,9 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="offline evaluation over a dataset folder")
     evaluate.add_argument("--dataset", type=Path, help="dataset folder (offline and streaming)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for the report")
-    evaluate.add_argument("--splits", nargs="+", default=["valid", "test"])
     evaluate.add_argument(
-        "--methods", nargs="+", default=["popularity", "cooccurrence_knn", "zero_shot"]
+        "--splits",
+        nargs="+",
+        default=["test"],
+        help="users to report on (default: test; valid users then pick the training epoch)",
+    )
+    evaluate.add_argument(
+        "--methods",
+        nargs="+",
+        default=["popularity", "cooccurrence_knn", "zero_shot", "sasrec"],
+        help="baselines beside the trained model; sasrec is trained only with --train-epochs",
     )
     evaluate.add_argument("--max-users", type=int, help="evaluate the first N users only")
     evaluate.add_argument("--negatives", type=int, default=999)
@@ -84,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--train-epochs",
         type=int,
-        help="also train the transfer model for N epochs and evaluate it as 'trained'",
+        help="also train the transfer model (and sasrec) for at most N epochs, stopping early "
+        "on validation users, and evaluate it as 'trained'",
     )
     evaluate.add_argument(
         "--online",
@@ -396,7 +405,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         seed=args.seed,
         cache_dir=args.cache_dir,
-        train=TrainConfig(epochs=args.train_epochs) if args.train_epochs else None,
+        train=TrainConfig(
+            epochs=args.train_epochs,
+            batch_size=settings.trainer.batch_size,
+            learning_rate=settings.trainer.learning_rate,
+            patience=settings.trainer.patience,
+            seed=settings.trainer.seed,
+            device=settings.trainer.device,
+        )
+        if args.train_epochs
+        else None,
     )
     if args.streaming:
         from stream.transport import check_reachable

@@ -236,7 +236,8 @@ class TrainerSettings(BaseModel):
     window_days: float | None = Field(default=None, gt=0)  # None: the whole event log
     holdout_share: float = Field(default=0.1, gt=0, lt=1)
     max_holdout_users: int = Field(default=2_000, ge=10)
-    epochs: int = Field(default=2, ge=1)
+    epochs: int = Field(default=4, ge=1)  # the most; early stopping on validation may stop sooner
+    patience: int = Field(default=2, ge=1)
     batch_size: int = Field(default=512, ge=2)
     learning_rate: float = Field(default=2e-3, gt=0)
     device: str = "auto"

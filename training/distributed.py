@@ -29,13 +29,23 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
-from training.train import Examples, TrainConfig, new_model, resolve_device, train_model
+from training.train import (
+    Examples,
+    TrainConfig,
+    new_model,
+    resolve_device,
+    train_model,
+)
+from training.validation import (
+    Validation,
+)
 
 log = logging.getLogger(__name__)
 
 ITEMS = "items.json"
 TEXT = "text.npy"
 EXAMPLES = "examples.npz"
+VALIDATION = "validation.npz"
 CONFIG = "config.json"
 OUTPUT_TAIL = 4_000
 
@@ -47,6 +57,7 @@ class TrainingInputs:
     examples: Examples
     model_config: ModelConfig
     train_config: TrainConfig
+    validation: Validation | None = None
 
 
 def save_training_inputs(
@@ -56,12 +67,21 @@ def save_training_inputs(
     examples: Examples,
     model_config: ModelConfig,
     train_config: TrainConfig,
+    validation: Validation | None = None,
 ) -> Path:
     """Write everything :func:`train_model` takes into ``directory`` (created if missing)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / ITEMS).write_text(json.dumps(space.item_ids))
     np.save(directory / TEXT, np.asarray(text, dtype=np.float32), allow_pickle=False)
     np.savez(directory / EXAMPLES, histories=examples.histories, targets=examples.targets)
+    if validation is not None:
+        np.savez(
+            directory / VALIDATION,
+            warm=validation.warm,
+            cold=validation.cold,
+            targets=validation.targets,
+            seen=validation.seen,
+        )
     configs = {"model_config": model_config.to_dict(), "train_config": train_config.to_dict()}
     (directory / CONFIG).write_text(json.dumps(configs, indent=2))
     return directory
@@ -75,12 +95,19 @@ def load_training_inputs(directory: Path) -> TrainingInputs:
     with np.load(directory / EXAMPLES, allow_pickle=False) as arrays:
         examples = Examples(arrays["histories"], arrays["targets"])
     configs = json.loads((directory / CONFIG).read_text())
+    validation = None
+    if (directory / VALIDATION).exists():
+        with np.load(directory / VALIDATION, allow_pickle=False) as arrays:
+            validation = Validation(
+                arrays["warm"], arrays["cold"], arrays["targets"], arrays["seen"]
+            )
     return TrainingInputs(
         space,
         text,
         examples,
         ModelConfig(**configs["model_config"]),
         TrainConfig(**configs["train_config"]),
+        validation,
     )
 
 
@@ -112,6 +139,7 @@ def train_process(input_dir: Path, output: Path, summary_path: Path, progress: b
             inputs.model_config,
             inputs.train_config,
             progress=progress,
+            validation=inputs.validation,
         )
         if rank == 0:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +160,7 @@ def train_with_torchrun(
     train_config: TrainConfig,
     nproc: int,
     work_dir: Path,
+    validation: Validation | None = None,
 ) -> tuple[TransferModel, dict]:
     """Train with ``nproc`` torchrun processes on this machine; the model and a summary.
 
@@ -141,11 +170,11 @@ def train_with_torchrun(
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     if nproc == 1:
         model, summary = train_model(
-            space, text, examples, model_config, train_config, progress=False
+            space, text, examples, model_config, train_config, progress=False, validation=validation
         )
         return model, {**summary, "processes": 1}
     inputs = save_training_inputs(
-        work_dir / "inputs", space, text, examples, model_config, train_config
+        work_dir / "inputs", space, text, examples, model_config, train_config, validation
     )
     weights, summary_path, log_path = (
         work_dir / "model.safetensors",

@@ -43,7 +43,15 @@ from training.publisher import (
     publish_update,
     serving_update,
 )
-from training.train import TrainConfig, build_examples, train_model
+from training.train import (
+    TrainConfig,
+    build_examples,
+    train_model,
+)
+from training.validation import (
+    build_validation,
+    split_validation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +231,16 @@ def _train(
         epochs=config.epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        patience=config.patience,
         seed=config.seed,
         device=config.device,
         compile=config.compile,
     )
-    # The held-out users' targets are not in the training signal; their histories are.
+    # The held-out users' targets are not in the training signal; their histories are. Some
+    # training users' last events are held out too, to pick the epoch.
     sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["warm"]]
+    sequences, held = split_validation(sequences, seed=train_config.seed)
+    validation = build_validation(space, held, model_config.max_history)
     examples = build_examples(
         space, sequences, model_config.max_history, train_config.cold_share, train_config.seed
     )
@@ -238,11 +250,24 @@ def _train(
         from training.distributed import train_with_torchrun
 
         model, summary = train_with_torchrun(
-            space, text, examples, model_config, train_config, config.processes, work / "ddp"
+            space,
+            text,
+            examples,
+            model_config,
+            train_config,
+            config.processes,
+            work / "ddp",
+            validation=validation,
         )
     else:
         model, summary = train_model(
-            space, text, examples, model_config, train_config, progress=progress
+            space,
+            text,
+            examples,
+            model_config,
+            train_config,
+            progress=progress,
+            validation=validation,
         )
     summary["config"] = {**train_config.to_dict(), "model": model_config.to_dict()}
     return model, summary
@@ -293,7 +318,7 @@ def _judge(
         for method in methods:
             if not data.cases[group]:
                 continue
-            full, _ = evaluate_method(
+            full = evaluate_method(
                 method,
                 data.cases[group],
                 space,
@@ -301,6 +326,6 @@ def _judge(
                 embeddings,
                 popularity,
                 training.shape[0],
-            )
+            ).full
             results[method.name][group] = full
     return results

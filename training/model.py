@@ -4,7 +4,8 @@ Item tower: the frozen text embedding goes through a whitening layer and a mixtu
 experts (UniSRec-style adaptor), plus a domain embedding and a learned item-ID embedding that
 is dropped out as a whole during training, so that items without collaborative signal still
 get a text-only representation. User tower: one transformer layer over the user's recent
-cross-domain items (adapted items + domain + position embeddings), masked mean pooling.
+cross-domain items (adapted items + domain + position embeddings), masked mean or learned
+position-weighted pooling.
 Score: dot product. Weights are plain tensors, saved as safetensors, never pickled.
 """
 
@@ -12,9 +13,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+def history_tensors(
+    histories: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded index matrix → (indices with pads at 0, mask True for real items)."""
+    tensor = torch.as_tensor(histories, device=device)
+    mask = tensor >= 0
+    return tensor.clamp(min=0), mask
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,14 @@ class ModelConfig:
     id_dropout: float = 0.3
     dropout: float = 0.1
     temperature: float = 0.07
+    # "mean" pools the encoder's outputs evenly; "learned" weighs each position by a learned
+    # softmax (masked to real items), so the newest items can count more. Both are linear in
+    # the outputs, which is what explanations rely on.
+    pooling: str = "mean"
+    # Self-attention blocks over the history, and whether each position sees only the items
+    # before it (SASRec's causal attention; pads are then zero inputs instead of masked keys).
+    layers: int = 1
+    causal: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,8 +79,11 @@ class TransferModel(nn.Module):
         self.item_id = nn.Embedding(items, config.dim)
         nn.init.normal_(self.item_id.weight, std=0.02)
         nn.init.zeros_(self.domain.weight)
+        # Small, like the item vectors (unit length over ``dim``): torch's default N(0, 1) rows
+        # are ~11 long and drown every item, so all users of one history length look alike.
         self.position = nn.Embedding(config.max_history, config.dim)
-        self.encoder = nn.TransformerEncoderLayer(
+        nn.init.normal_(self.position.weight, std=0.02)
+        layer = nn.TransformerEncoderLayer(
             config.dim,
             config.heads,
             dim_feedforward=2 * config.dim,
@@ -69,6 +91,19 @@ class TransferModel(nn.Module):
             batch_first=True,
             norm_first=True,
         )
+        # One layer keeps the weight names of the artifacts made before there could be more.
+        self.encoder: nn.Module = (
+            layer
+            if config.layers == 1
+            else nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        )
+        causal = torch.triu(torch.ones(config.max_history, config.max_history), diagonal=1)
+        self.register_buffer("causal_mask", causal.bool(), persistent=False)
+        # Zero logits: learned pooling starts as the mean. Only learned pooling has them, so
+        # artifacts of mean-pooling models keep their weights' names.
+        self.pool_logits: nn.Parameter | None = None
+        if config.pooling == "learned":
+            self.pool_logits = nn.Parameter(torch.zeros(config.max_history))
         # Residual head starting at zero: an untrained user is the mean of its items.
         self.user_out = nn.Linear(config.dim, config.dim)
         nn.init.zeros_(self.user_out.weight)
@@ -93,14 +128,34 @@ class TransferModel(nn.Module):
             ids = ids * keep.unsqueeze(-1).to(ids.dtype)
         return F.normalize(self.adapt_text(items) + ids, dim=-1)
 
+    def encode(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(batch, positions, dim) outputs of the self-attention over the history."""
+        positions = torch.arange(history.shape[1], device=history.device)
+        if not self.config.causal:
+            x = self.item_vectors(history) + self.position(positions)
+            return self.encoder(x, src_key_padding_mask=~mask)
+        keep = mask.unsqueeze(-1).to(self.position.weight.dtype)
+        x = (self.item_vectors(history) * keep + self.position(positions)) * keep
+        length = history.shape[1]
+        return self.encoder(x, mask=self.causal_mask[:length, :length]) * keep
+
     def user_vectors(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``history``: (batch, max_history) item indices, right-aligned; ``mask`` True = real."""
-        positions = torch.arange(history.shape[1], device=history.device)
-        x = self.item_vectors(history) + self.position(positions)
-        x = self.encoder(x, src_key_padding_mask=~mask)
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        x = self.encode(history, mask)
+        pooled = (x * self.pool_weights(mask)).sum(dim=1)
         return F.normalize(pooled + self.user_out(pooled), dim=-1)
+
+    def pool_weights(self, mask: torch.Tensor) -> torch.Tensor:
+        """(batch, positions, 1) pooling weights over the real items, summing to 1 (0 for a
+        history with none)."""
+        if self.pool_logits is not None:
+            logits = self.pool_logits[-mask.shape[1] :].expand(mask.shape[0], -1)
+            weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
+            weights = torch.nan_to_num(weights, nan=0.0)
+        else:
+            weights = mask.to(self.position.weight.dtype)
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return weights.unsqueeze(-1).to(self.position.weight.dtype)
 
     def user_parts(
         self, history: torch.Tensor, mask: torch.Tensor
@@ -108,11 +163,8 @@ class TransferModel(nn.Module):
         """The user vector before normalization, split by input position: ``(parts, constant)``
         with ``user_vectors == normalize(parts.sum(1) + constant)``. The pooling and the head
         are linear, so a score is exactly a sum of one term per history item (explanations)."""
-        positions = torch.arange(history.shape[1], device=history.device)
-        x = self.item_vectors(history) + self.position(positions)
-        x = self.encoder(x, src_key_padding_mask=~mask)
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        scaled = x * weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+        x = self.encode(history, mask)
+        scaled = x * self.pool_weights(mask).to(x.dtype)
         return scaled + scaled @ self.user_out.weight.T, self.user_out.bias
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -13,17 +13,19 @@ from torch.nn import functional as F
 
 from training.item_space import ItemSpace
 from training.model import TransferModel
+from training.sasrec import SASRec
 
 
 def project_items(
-    model: TransferModel,
+    model: TransferModel | SASRec,
     space: ItemSpace,
     domain: str,
     item_ids: list[str],
     text: np.ndarray,
 ) -> np.ndarray:
     """(len(item_ids), dim) L2-normalized vectors; ``text`` holds the items' text embeddings
-    (rows in ``item_ids`` order). Items of a domain the model never saw get zeros."""
+    (rows in ``item_ids`` order). Items of a domain the model never saw get zeros, and so do
+    new items of a model without text (SASRec, the evaluator's ID-only peer)."""
     rows = [space.index.get((domain, item)) for item in item_ids]
     known = [i for i, row in enumerate(rows) if row is not None]
     new = [i for i, row in enumerate(rows) if row is None]
@@ -31,7 +33,7 @@ def project_items(
     with torch.inference_mode():
         if known:
             matrix[known] = model.item_vectors(torch.as_tensor([rows[i] for i in known])).numpy()
-        if new and domain in space.domains:
+        if new and domain in space.domains and isinstance(model, TransferModel):
             number = space.domains.index(domain)
             adapted = model.adapt_vectors(
                 torch.as_tensor(text[new]), torch.full((len(new),), number)

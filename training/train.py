@@ -4,6 +4,10 @@ Examples come from user sequences (from the event log or a dataset folder): for 
 after the first, the history before it predicts it. For a share of examples whose history
 spans other domains, the target's own domain is removed from the history, so the model learns
 what the zero-shot text space cannot: how one domain's behaviour predicts another's.
+The learning rate warms up linearly, then follows a cosine to a tenth of its peak; after each
+epoch the model is scored on held-out users (NDCG@10, full ranking, cold and warm) and the best
+epoch is kept, so the epoch count adapts to the data. Each epoch's loss is reported beside its
+chance level (the log of the candidates per row): a run that ends near it is flagged.
 Seeded and reproducible on the CPU; uses the GPU with bf16 autocast when one is present.
 Under torch.distributed (see training.distributed) each process trains a shard of every batch
 and the result matches one process's, so training scales past one GPU.
@@ -27,16 +31,26 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel
+from training.model import ModelConfig, TransferModel, history_tensors
+from training.sasrec import SASRec, SASRecConfig
+from training.validation import Validation, validation_scores
 
 log = logging.getLogger(__name__)
 
 
+# A run whose final loss is above this share of its chance level has learned next to nothing.
+NEAR_CHANCE = 0.95
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 2
+    epochs: int = 2  # the most epochs; with validation, early stopping may end sooner
     batch_size: int = 512
     learning_rate: float = 2e-3
+    warmup_share: float = 0.05  # share of all steps with a linear warm-up
+    final_lr_share: float = 0.1  # the cosine ends at this share of the peak learning rate
+    patience: int = 2  # epochs without a better validation score before stopping
+    popularity_correction: bool = True  # logQ: see sampling_correction
     sampled_negatives: int = 256
     cold_share: float = 0.5
     seed: int = 0
@@ -90,22 +104,30 @@ def build_examples(
     return Examples(padded, np.array(targets, dtype=np.int64))
 
 
+def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_share`` of the steps, then a cosine down to
+    ``final_lr_share`` of the peak: large steps early on data that it cannot yet fit
+    stall in-batch contrastive losses near chance, a constant rate never settles."""
+    warmup = max(1, int(total * config.warmup_share))
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = config.final_lr_share
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
 
 
-def history_tensors(
-    histories: np.ndarray, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded index matrix → (indices with pads at 0, mask True for real items)."""
-    tensor = torch.as_tensor(histories, device=device)
-    mask = tensor >= 0
-    return tensor.clamp(min=0), mask
-
-
-def new_model(space: ItemSpace, text: np.ndarray, config: ModelConfig) -> TransferModel:
+def new_model(
+    space: ItemSpace, text: np.ndarray, config: ModelConfig | SASRecConfig
+) -> TransferModel | SASRec:
+    """A fresh model of the kind ``config`` describes (SASRec only as the evaluator's peer)."""
+    if isinstance(config, SASRecConfig):
+        return SASRec(config, space.size)
     return TransferModel(
         config,
         torch.as_tensor(text),
@@ -118,7 +140,7 @@ class Towers(nn.Module):
     """User vectors, positive and sampled item vectors in one forward pass: the call that
     DistributedDataParallel needs to see to synchronise gradients."""
 
-    def __init__(self, model: TransferModel) -> None:
+    def __init__(self, model: TransferModel | SASRec) -> None:
         super().__init__()
         self.model = model
 
@@ -160,7 +182,7 @@ def _gather_rows(local: torch.Tensor, size: int, world: int) -> torch.Tensor:
 
 
 def batch_loss(
-    model: TransferModel,
+    model: TransferModel | SASRec,
     net: nn.Module,
     examples: Examples,
     batch: np.ndarray,
@@ -169,14 +191,22 @@ def batch_loss(
     device: torch.device,
     rank: int = 0,
     world: int = 1,
-) -> tuple[torch.Tensor, float]:
-    """InfoNCE over one global batch: the loss to backpropagate and the batch's mean loss.
+    correction: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, float, float]:
+    """InfoNCE over one global batch: the loss to backpropagate, the batch's mean loss and
+    its chance level (the loss of scoring every candidate alike: without a correction, the mean
+    log of the number of candidates each row is scored against).
 
     ``net`` is ``Towers(model)``, or that wrapped in DistributedDataParallel when ``world > 1``.
     Then this rank scores its shard of ``batch`` against the positives of the whole batch
     (gathered), and its loss is ``sum of its row losses * world / len(batch)``: the gather sums
     the positives' gradients back to their owner and DDP averages over ranks, so the result
     is the one-process gradient of the batch's mean loss.
+
+    ``correction`` holds, per item row, the log of how often it is expected among a row's
+    in-batch and among its sampled candidates (see :func:`sampling_correction`); it is
+    subtracted from the logits so that popular items are not pushed down for being drawn
+    as negatives more often.
     """
     size = len(batch)
     rows = shard_rows(size, rank, world)
@@ -195,6 +225,9 @@ def batch_loss(
         users, targets = users[: len(local)], targets[: len(local)]
         in_batch = model.logits(users, positives)
         against = model.logits(users, sampled)
+    if correction is not None:
+        in_batch = in_batch.float() - correction[0][all_targets][None, :]
+        against = against.float() - correction[1][negative_rows][None, :]
     # A sampled negative of another domain is no competitor: mask it out.
     target_domains = item_domain[examples.targets[local]]
     foreign = torch.as_tensor(
@@ -209,28 +242,58 @@ def batch_loss(
         labels[:, None] != torch.arange(size, device=device)[None, :]
     )
     logits[:, :size] = logits[:, :size].masked_fill(duplicate, float("-inf"))
+    # Chance: the loss of a model that scores every candidate alike (after the correction).
+    offsets = torch.zeros_like(logits)
+    if correction is not None:
+        offsets = offsets - torch.cat(
+            [correction[0][all_targets], correction[1][negative_rows]]
+        ).to(offsets.dtype)
+    offsets = offsets.masked_fill(~torch.isfinite(logits), float("-inf"))
+    chance = F.cross_entropy(offsets, labels, reduction="sum").detach()
     if world == 1:
         loss = F.cross_entropy(logits, labels)
-        return loss, float(loss.detach())
+        return loss, float(loss.detach()), float(chance) / size
     total = F.cross_entropy(logits, labels, reduction="sum")
-    batch_total = total.detach().clone()
+    batch_total = torch.stack([total.detach(), chance])
     dist.all_reduce(batch_total)
-    return total * (world / size), float(batch_total) / size
+    return total * (world / size), float(batch_total[0]) / size, float(batch_total[1]) / size
+
+
+def sampling_correction(
+    space: ItemSpace, targets: np.ndarray, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log expected count of each item among a row's candidates: in-batch candidates are other
+    examples' targets (so as frequent as the item is a target), sampled ones are uniform over
+    the target's domain. The logQ correction of sampled softmax (Yi et al., RecSys 2019)."""
+    counts = np.bincount(targets, minlength=space.size).astype(np.float64)
+    in_batch = np.log(np.maximum(counts, 0.5) / max(1, len(targets)) * config.batch_size)
+    sizes = np.zeros(space.size)
+    for domain in space.domains:
+        block = space.domain_slice(domain)
+        sizes[block] = block.stop - block.start
+    sampled = np.log(config.sampled_negatives / np.maximum(sizes, 1))
+    return (
+        torch.as_tensor(in_batch, dtype=torch.float32, device=device),
+        torch.as_tensor(sampled, dtype=torch.float32, device=device),
+    )
 
 
 def train_model(
     space: ItemSpace,
     text: np.ndarray,
     examples: Examples,
-    model_config: ModelConfig,
+    model_config: ModelConfig | SASRecConfig,
     config: TrainConfig,
     progress: bool = True,
-) -> tuple[TransferModel, dict]:
+    validation: Validation | None = None,
+) -> tuple[TransferModel | SASRec, dict]:
     """Train from scratch; returns the model (in eval mode) and a summary.
 
-    Under an initialised torch.distributed group every rank must call this with the same
-    inputs: all draw the same batches and negatives, each trains its shard of every batch
-    with DistributedDataParallel, and the result is the one-process model up to float
+    With ``validation`` the model is scored after each epoch, training stops after
+    ``config.patience`` epochs without a better score, and the best epoch's weights are
+    returned. Under an initialised torch.distributed group every rank must call this with
+    the same inputs: all draw the same batches and negatives, each trains its shard of every
+    batch with DistributedDataParallel, and the result is the one-process model up to float
     rounding (exactly so only without dropout, whose masks depend on the shard). Only rank 0
     shows progress and logs.
     """
@@ -261,8 +324,25 @@ def train_model(
         for n, d in enumerate(space.domains)
     }
     item_domain = np.asarray(space.domain_of())
+    correction = (
+        sampling_correction(space, examples.targets, config, device)
+        if config.popularity_correction
+        else None
+    )
+    popularity = np.bincount(examples.targets, minlength=space.size).astype(np.float32)
+    reference = (
+        validation_scores(model, space, validation, device, baseline=popularity)
+        if validation is not None and len(validation)
+        else None
+    )
+    steps_per_epoch = -(-count // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
     started = time.perf_counter()
     losses: list[float] = []
+    chances: list[float] = []
+    scores: list[dict[str, float]] = []
+    best_score, best_epoch, best_state = -1.0, 0, None
+    step = 0
     for epoch in range(config.epochs):
         net.train()
         order = rng.permutation(count)
@@ -272,7 +352,7 @@ def train_model(
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not progress or rank != 0,
         )
-        epoch_loss = 0.0
+        epoch_loss, epoch_chance = 0.0, 0.0
         for start in bar:
             batch = order[start : start + config.batch_size]
             # Sampled negatives from each target's own domain: the ranking the model must win.
@@ -282,25 +362,86 @@ def train_model(
                     for d in np.unique(item_domain[examples.targets[batch]])
                 ]
             )
-            loss, batch_mean = batch_loss(
-                model, net, examples, batch, negatives, item_domain, device, rank, world
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, total_steps, config)
+            loss, batch_mean, batch_chance = batch_loss(
+                model,
+                net,
+                examples,
+                batch,
+                negatives,
+                item_domain,
+                device,
+                rank,
+                world,
+                correction,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            step += 1
             epoch_loss += batch_mean * len(batch)
-            bar.set_postfix(loss=f"{batch_mean:.3f}")
+            epoch_chance += batch_chance * len(batch)
+            bar.set_postfix(loss=f"{batch_mean:.3f}", chance=f"{batch_chance:.3f}")
         losses.append(epoch_loss / count)
+        chances.append(epoch_chance / count)
+        line = f"epoch={epoch + 1} loss={losses[-1]:.4f} chance={chances[-1]:.4f}"
+        if validation is not None and len(validation):
+            scores.append(validation_scores(model, space, validation, device))
+            current = scores[-1]["score"]
+            line += " validation_ndcg@10 cold={cold:.4f} warm={warm:.4f}".format(**scores[-1])
+            if current > best_score:
+                best_score, best_epoch = current, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if rank == 0:
-            log.info("epoch done epoch=%d loss=%.4f", epoch + 1, losses[-1])
+            log.info("epoch done %s", line)
+        if scores and epoch + 1 - best_epoch >= config.patience:
+            if rank == 0:
+                log.info("early stop epoch=%d best_epoch=%d", epoch + 1, best_epoch)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
+    kept = best_epoch or len(losses)
+    # Whether optimization left chance: the last epoch's loss (an early epoch's mean is mostly
+    # warm-up); whether the kept model is any good is the validation's question.
+    ratio = losses[-1] / chances[-1] if chances[-1] > 0 else 1.0
     summary = {
         "examples": int(count),
-        "epochs": config.epochs,
+        "epochs": len(losses),
+        "best_epoch": kept,
         "loss_per_epoch": [round(loss, 5) for loss in losses],
+        "chance_loss_per_epoch": [round(chance, 5) for chance in chances],
+        "loss_to_chance": round(ratio, 4),
+        "near_chance": ratio > NEAR_CHANCE,
         "seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
     }
+    if scores:
+        summary["validation"] = {
+            "users": len(validation or []),
+            "ndcg@10_per_epoch": [{k: round(v, 5) for k, v in s.items()} for s in scores],
+            "best": {k: round(v, 5) for k, v in scores[kept - 1].items()},
+            "popularity": {k: round(v, 5) for k, v in (reference or {}).items()},
+        }
     if rank == 0:
+        if summary["near_chance"]:
+            log.warning(
+                "training ended near chance loss=%.4f chance=%.4f ratio=%.3f: the model has "
+                "learned next to nothing from %d examples; the data may be too few or too "
+                "sparse (check that users come back and that event item ids match the "
+                "catalog), or trainer.learning_rate too high or too low",
+                losses[-1],
+                chances[-1],
+                ratio,
+                count,
+            )
+        if reference is not None and scores and scores[kept - 1]["score"] <= reference["score"]:
+            log.warning(
+                "trained model does not beat popularity on validation users model=%.4f "
+                "popularity=%.4f",
+                scores[kept - 1]["score"],
+                reference["score"],
+            )
         log.info("training done %s", summary)
     return model, summary

@@ -164,6 +164,12 @@ class TrainerService:
         metrics.jobs.labels(result.outcome).inc()
         metrics.last_success.set(time.time())
         metrics.examples.set(result.training.get("examples", 0))
+        if "loss_to_chance" in result.training:
+            metrics.loss_to_chance.set(result.training["loss_to_chance"])
+            if result.training.get("near_chance"):
+                metrics.near_chance.inc()
+            metrics.epochs.labels("trained").set(result.training.get("epochs", 0))
+            metrics.epochs.labels("kept").set(result.training.get("best_epoch", 0))
         for name, value in result.metrics.items():
             who, metric = name.split(".", 1)
             metrics.candidate_metric.labels(who, metric).set(value)

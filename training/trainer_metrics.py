@@ -64,6 +64,23 @@ class TrainerMetrics:
         self.examples = Gauge(
             "xdrec_training_examples", "Training examples of the last job.", registry=r
         )
+        self.loss_to_chance = Gauge(
+            "xdrec_training_loss_to_chance_ratio",
+            "Final training loss of the last job over its chance level (1 = learned nothing).",
+            registry=r,
+        )
+        self.near_chance = Counter(
+            "xdrec_training_near_chance_total",
+            "Jobs whose training ended near chance (loss above 0.95 of chance): look at the "
+            "job's log; such a candidate is never better than what serves.",
+            registry=r,
+        )
+        self.epochs = Gauge(
+            "xdrec_training_epochs",
+            "Epochs the last job trained, and the one it kept (early stopping on validation).",
+            ["kind"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "xdrec_training_last_success_timestamp_seconds",
             "When the last job reached a decision (promoted or rejected), Unix seconds.",

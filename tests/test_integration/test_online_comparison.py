@@ -40,7 +40,6 @@ def test_candidate_serves_a_stable_share_and_online_report_compares_versions(
         trainer={
             "epochs": 3,
             "batch_size": 64,
-            "learning_rate": 0.01,
             "holdout_share": 0.2,
             "work_dir": str(root / "work"),
             "cache_dir": str(root / "cache"),

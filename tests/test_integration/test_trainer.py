@@ -110,7 +110,6 @@ def deployment(
         trainer={
             "epochs": 3,
             "batch_size": 64,
-            "learning_rate": 0.01,
             "holdout_share": 0.2,
             "coalesce_seconds": 1.0,
             "metrics_port": 0,

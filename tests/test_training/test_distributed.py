@@ -74,7 +74,7 @@ def _gradients(world: int, rank: int = 0) -> dict[str, torch.Tensor]:
         batch = rng.permutation(len(examples.targets))[:size]
         negatives = rng.integers(0, space.size, 24)
         model.zero_grad(set_to_none=True)
-        loss, mean = batch_loss(
+        loss, mean, _ = batch_loss(
             model, net, examples, batch, negatives, item_domain, torch.device("cpu"), rank, world
         )
         loss.backward()

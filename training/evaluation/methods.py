@@ -236,5 +236,7 @@ class Trained:
 
 
 def _no_text(model: torch.nn.Module, space: ItemSpace, domain: str) -> np.ndarray:
-    """Placeholder text rows for a model judged on its own item space (every item is known)."""
-    return np.zeros((len(space.item_ids[domain]), model.config.text_dim), dtype=np.float32)
+    """Placeholder text rows for a model judged on its own item space (every item is known);
+    an ID-only model (SASRec) has no text width."""
+    width = getattr(model.config, "text_dim", 0)
+    return np.zeros((len(space.item_ids[domain]), width), dtype=np.float32)

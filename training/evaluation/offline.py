@@ -13,6 +13,7 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,13 +39,26 @@ from training.evaluation.ranking import (
     target_ranks,
     top_lists,
 )
+from training.evaluation.statistics import versus_best_other
 from training.item_space import ItemSpace
 from training.model import ModelConfig
-from training.train import TrainConfig, build_examples, train_model
+from training.sasrec import SASRecConfig
+from training.train import (
+    TrainConfig,
+    build_examples,
+    train_model,
+)
+from training.validation import (
+    Validation,
+    build_validation,
+    split_validation,
+)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("popularity", "cooccurrence_knn", "zero_shot")
+METHODS = ("popularity", "cooccurrence_knn", "zero_shot", "sasrec")
+# Methods that are trained first: only evaluated when training is asked for.
+TRAINED_METHODS = ("sasrec",)
 _CHUNK = 256
 
 
@@ -64,6 +78,22 @@ def sample_negatives(
     return candidates
 
 
+class MethodResult(NamedTuple):
+    """One method on one group: summaries with a per-domain breakdown, and each case's
+    NDCG@10 per protocol (cases in ``users`` order) for paired comparisons."""
+
+    full: dict
+    sampled: dict
+    users: list[str]
+    gains: dict[str, np.ndarray]
+
+
+def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each case's NDCG@k from its target's 1-based rank."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def evaluate_method(
     method: Method,
     cases: list[EvalCase],
@@ -72,8 +102,8 @@ def evaluate_method(
     embeddings: dict[str, np.ndarray] | None,
     popularity: np.ndarray,
     users: int,
-) -> tuple[dict, dict]:
-    """Metrics of one method on one group: (full, sampled), each with a per-domain breakdown."""
+) -> MethodResult:
+    """Metrics of one method on one group, full and sampled."""
     by_domain: dict[str, list[EvalCase]] = defaultdict(list)
     for case in cases:
         if space.local(case.domain, case.target.item_id) is not None:
@@ -81,7 +111,9 @@ def evaluate_method(
     full_ranks: dict[str, list[np.ndarray]] = defaultdict(list)
     sampled_ranks: dict[str, list[np.ndarray]] = defaultdict(list)
     lists: dict[str, list[np.ndarray]] = defaultdict(list)
+    order_of_cases: list[str] = []
     for domain, domain_cases in by_domain.items():
+        order_of_cases.extend(case.user_id for case in domain_cases)
         ids = space.item_ids[domain]
         order = np.empty(len(ids), dtype=np.int64)
         order[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
@@ -133,7 +165,39 @@ def evaluate_method(
                 result["diversity@10"] = float(np.average(diversities, weights=weights))
         return result
 
-    return summarize(full_ranks, True), summarize(sampled_ranks, False)
+    def joined(ranks: dict[str, list[np.ndarray]]) -> np.ndarray:
+        parts = [np.concatenate(ranks[domain]) for domain in by_domain if ranks[domain]]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    return MethodResult(
+        summarize(full_ranks, True),
+        summarize(sampled_ranks, False),
+        order_of_cases,
+        {"full": ndcg_gains(joined(full_ranks)), "sampled": ndcg_gains(joined(sampled_ranks))},
+    )
+
+
+def _validation_users(
+    dataset: Dataset,
+    space: ItemSpace,
+    splits: tuple[str, ...],
+    sequences: list[list[tuple[str, str]]],
+    max_history: int,
+    seed: int,
+) -> tuple[list[list[tuple[str, str]]], Validation, str]:
+    """The users that pick the training epoch: the ``valid`` split when it is not being
+    evaluated (its targets are in no training signal), else a held-out share of training
+    users' last events. Returns the training sequences, the validation set and its source."""
+    if "valid" not in splits:
+        valid = load_cases(dataset, ("valid",))
+        held = [
+            [(e.domain, e.item_id) for e in (*case.history, case.target)]
+            for case in valid.cases["warm"]
+        ]
+        if held:
+            return sequences, build_validation(space, held, max_history), "split valid"
+    training, held = split_validation(sequences, seed=seed)
+    return training, build_validation(space, held, max_history), "held-out training users"
 
 
 def evaluate_offline(
@@ -179,21 +243,46 @@ def evaluate_offline(
         )
         encoder_name = encoder.name
         embeddings = embed_catalog(data, encoder, cache_dir, progress=progress)
-    training_summary = None
+    training_summary: dict | None = None
+    peers: list[Method] = []
     if train is not None and embeddings is not None:
         model_config = ModelConfig(text_dim=next(iter(embeddings.values())).shape[1])
         sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["cold"]]
+        sequences, validation, validation_source = _validation_users(
+            dataset, space, splits, sequences, model_config.max_history, train.seed
+        )
         examples = build_examples(
             space, sequences, model_config.max_history, train.cold_share, train.seed
         )
         text = np.concatenate([embeddings[domain] for domain in space.domains])
-        model, training_summary = train_model(
-            space, text, examples, model_config, train, progress=progress
+        model, summary = train_model(
+            space, text, examples, model_config, train, progress=progress, validation=validation
         )
+        training_summary = {**summary, "validation_users": validation_source}
+        if "sasrec" in methods:
+            sasrec_config = SASRecConfig(max_history=model_config.max_history)
+            sasrec, sasrec_summary = train_model(
+                space,
+                text,
+                examples,
+                sasrec_config,
+                train,
+                progress=progress,
+                validation=validation,
+            )
+            training_summary["sasrec"] = sasrec_summary
+            peers.append(Trained(sasrec, space, name="sasrec"))
+    elif any(name in TRAINED_METHODS for name in methods):
+        log.info("methods %s need training: pass --train-epochs to evaluate them", TRAINED_METHODS)
     candidates = sample_negatives(data.cases["warm"], space, negatives, seed)
 
     full: dict[str, dict] = defaultdict(dict)
     sampled: dict[str, dict] = defaultdict(dict)
+    # protocol -> group -> method -> per-case NDCG@10, cases in the same order for every method
+    gains: dict[str, dict[str, dict[str, np.ndarray]]] = {
+        "full": defaultdict(dict),
+        "sampled": defaultdict(dict),
+    }
     for group in GROUPS:
         training = interaction_matrix(space, data.training[group])
         popularity = np.asarray(training.sum(axis=0)).ravel()
@@ -205,10 +294,11 @@ def evaluate_offline(
                 built.append(ItemKNN(space, training))
             elif name == "zero_shot" and embeddings is not None:
                 built.append(ZeroShotText(space, embeddings, settings))
+        built.extend(peers)
         if model is not None:
             built.append(Trained(model, space))
         for method in tqdm(built, desc=f"evaluating {group}", disable=not progress):
-            full[method.name][group], sampled[method.name][group] = evaluate_method(
+            result = evaluate_method(
                 method,
                 data.cases[group],
                 space,
@@ -217,6 +307,18 @@ def evaluate_offline(
                 popularity,
                 training.shape[0],
             )
+            full[method.name][group], sampled[method.name][group] = result.full, result.sampled
+            for protocol in ("full", "sampled"):
+                gains[protocol][group][method.name] = result.gains[protocol]
+        if "trained" in full:
+            for protocol, summaries in (("full", full), ("sampled", sampled)):
+                comparison = versus_best_other(
+                    gains[protocol][group],
+                    "trained",
+                    {name: summaries[name][group]["ndcg@10"] for name in gains[protocol][group]},
+                )
+                if comparison is not None:
+                    summaries["trained"][group]["vs_best_other"] = comparison
     return {
         "dataset": dataset.directory.name,
         "protocol": "full",

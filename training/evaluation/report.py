@@ -252,6 +252,7 @@ def _render_markdown(metrics: Mapping[str, Any], methods: list[str], plots: list
             )
             lines.append("")
 
+    lines += _comparison_section(protocols)
     lines += _per_domain_section(headline, methods, protocol)
     lines += _reference_section(metrics, sampled, negatives)
     lines += _streaming_section(_mapping(metrics.get("streaming")))
@@ -273,6 +274,42 @@ def _method_row(method_map: Mapping[str, Any], method: str, group: str) -> list[
         else:
             cells.append(_fmt(_number(stats.get(column))))
     return cells
+
+
+def _comparison_section(protocols: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The trained model against the best other method, with the paired bootstrap interval."""
+    rows = []
+    for protocol, method_map in protocols:
+        trained = _mapping(method_map.get("trained"))
+        for group in GROUPS:
+            versus = _mapping(_mapping(trained.get(group)).get("vs_best_other"))
+            interval = versus.get("ci95")
+            if not versus or not isinstance(interval, Sequence) or len(interval) != 2:
+                continue
+            lower, upper = _number(interval[0]), _number(interval[1])
+            verdict = "above" if (lower or 0) > 0 else "below" if (upper or 0) < 0 else "tied"
+            rows.append(
+                [
+                    protocol,
+                    group,
+                    _escape(str(versus.get("method"))),
+                    _fmt(_number(versus.get("difference"))),
+                    f"[{_fmt(lower)}, {_fmt(upper)}]",
+                    verdict,
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "## Trained against the best other method (NDCG@10)",
+        "",
+        "The difference is trained − the best other method by mean NDCG@10, per user; the "
+        "interval is a paired bootstrap over users (2,000 resamples, 95%). *above* means the "
+        "whole interval is above 0.",
+        "",
+        *_table(["protocol", "group", "best other", "difference", "95% interval", "trained"], rows),
+        "",
+    ]
 
 
 def _per_domain_section(
