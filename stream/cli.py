@@ -405,14 +405,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         seed=args.seed,
         cache_dir=args.cache_dir,
-        train=TrainConfig(
-            epochs=args.train_epochs,
-            batch_size=settings.trainer.batch_size,
-            learning_rate=settings.trainer.learning_rate,
-            patience=settings.trainer.patience,
-            seed=settings.trainer.seed,
-            device=settings.trainer.device,
-        )
+        train=TrainConfig.of_trainer(settings.trainer, epochs=args.train_epochs)
         if args.train_epochs
         else None,
     )

@@ -20,8 +20,8 @@ from stream.explain import TermExplainer
 from stream.scoring import DomainIndex
 from stream.state import Interaction, UserState
 from training.artifacts import LoadedModel
+from training.model import history_tensors, right_aligned
 from training.projection import project_items
-from training.train import history_tensors
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,7 @@ class ModelScorer:
         ``max_history`` exactly as in training; the same pass yields the explanations."""
         snapshots: Sequence[tuple[list[int], list[tuple[str, str]] | None]] = prepared  # type: ignore[assignment]
         length = self.model.config.max_history
-        histories = np.full((len(snapshots), length), -1, dtype=np.int64)
-        for row, (rows, _) in enumerate(snapshots):
-            histories[row, length - len(rows) :] = rows
+        histories = right_aligned([rows for rows, _ in snapshots], length)
         tensor, mask = history_tensors(histories, torch.device("cpu"))
         with torch.inference_mode():
             parts, constant = self.model.user_parts(tensor, mask)

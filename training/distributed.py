@@ -29,16 +29,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
-from training.train import (
-    Examples,
-    TrainConfig,
-    new_model,
-    resolve_device,
-    train_model,
-)
-from training.validation import (
-    Validation,
-)
+from training.train import Examples, TrainConfig, new_model, resolve_device, train_model
+from training.validation import Validation
 
 log = logging.getLogger(__name__)
 

@@ -43,15 +43,8 @@ from training.publisher import (
     publish_update,
     serving_update,
 )
-from training.train import (
-    TrainConfig,
-    build_examples,
-    train_model,
-)
-from training.validation import (
-    build_validation,
-    split_validation,
-)
+from training.train import TrainConfig, build_examples, train_model
+from training.validation import build_validation, split_validation
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +220,7 @@ def _train(
 ) -> tuple[TransferModel, dict]:
     config = settings.trainer
     model_config = ModelConfig(text_dim=text.shape[1])
-    train_config = TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        patience=config.patience,
-        seed=config.seed,
-        device=config.device,
-        compile=config.compile,
-    )
+    train_config = TrainConfig.of_trainer(config)
     # The held-out users' targets are not in the training signal; their histories are. Some
     # training users' last events are held out too, to pick the epoch.
     sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["warm"]]

@@ -11,12 +11,22 @@ Score: dot product. Weights are plain tensors, saved as safetensors, never pickl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+def right_aligned(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
+    """Item rows per history (each at most ``width`` long, oldest first) as the model's input:
+    right-aligned in ``width`` columns, ``-1`` pads on the left."""
+    padded = np.full((len(rows), width), -1, dtype=np.int64)
+    for row, history in enumerate(rows):
+        padded[row, width - len(history) :] = history
+    return padded
 
 
 def history_tensors(

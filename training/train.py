@@ -7,7 +7,7 @@ what the zero-shot text space cannot: how one domain's behaviour predicts anothe
 The learning rate warms up linearly, then follows a cosine to a tenth of its peak; after each
 epoch the model is scored on held-out users (NDCG@10, full ranking, cold and warm) and the best
 epoch is kept, so the epoch count adapts to the data. Each epoch's loss is reported beside its
-chance level (the log of the candidates per row): a run that ends near it is flagged.
+chance level (the loss of scoring every candidate alike): a run that ends near it is flagged.
 Seeded and reproducible on the CPU; uses the GPU with bf16 autocast when one is present.
 Under torch.distributed (see training.distributed) each process trains a shard of every batch
 and the result matches one process's, so training scales past one GPU.
@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,9 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel, history_tensors
+from training.model import ModelConfig, TransferModel, history_tensors, right_aligned
 from training.sasrec import SASRec, SASRecConfig
 from training.validation import Validation, validation_scores
+
+if TYPE_CHECKING:
+    from stream.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of_trainer(cls, trainer: TrainerSettings, **overrides: object) -> TrainConfig:
+        """The run the trainer service makes: ``xdrec evaluate`` trains the same way."""
+        fields = {
+            "epochs": trainer.epochs,
+            "batch_size": trainer.batch_size,
+            "learning_rate": trainer.learning_rate,
+            "patience": trainer.patience,
+            "seed": trainer.seed,
+            "device": trainer.device,
+            "compile": trainer.compile,
+        }
+        return cls(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -98,10 +116,7 @@ def build_examples(
                 history = others
             histories.append(history[-max_history:])
             targets.append(rows[t])
-    padded = np.full((len(histories), max_history), -1, dtype=np.int64)
-    for row, history in enumerate(histories):
-        padded[row, max_history - len(history) :] = history
-    return Examples(padded, np.array(targets, dtype=np.int64))
+    return Examples(right_aligned(histories, max_history), np.array(targets, dtype=np.int64))
 
 
 def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
@@ -225,9 +240,15 @@ def batch_loss(
         users, targets = users[: len(local)], targets[: len(local)]
         in_batch = model.logits(users, positives)
         against = model.logits(users, sampled)
-    if correction is not None:
-        in_batch = in_batch.float() - correction[0][all_targets][None, :]
-        against = against.float() - correction[1][negative_rows][None, :]
+    # Subtracted from the logits, and what a model scoring every candidate alike would score.
+    shift = (
+        torch.cat([correction[0][all_targets], correction[1][negative_rows]])
+        if correction is not None
+        else None
+    )
+    if shift is not None:
+        in_batch = in_batch.float() - shift[:size][None, :]
+        against = against.float() - shift[size:][None, :]
     # A sampled negative of another domain is no competitor: mask it out.
     target_domains = item_domain[examples.targets[local]]
     foreign = torch.as_tensor(
@@ -244,10 +265,8 @@ def batch_loss(
     logits[:, :size] = logits[:, :size].masked_fill(duplicate, float("-inf"))
     # Chance: the loss of a model that scores every candidate alike (after the correction).
     offsets = torch.zeros_like(logits)
-    if correction is not None:
-        offsets = offsets - torch.cat(
-            [correction[0][all_targets], correction[1][negative_rows]]
-        ).to(offsets.dtype)
+    if shift is not None:
+        offsets = offsets - shift.to(offsets.dtype)
     offsets = offsets.masked_fill(~torch.isfinite(logits), float("-inf"))
     chance = F.cross_entropy(offsets, labels, reduction="sum").detach()
     if world == 1:
@@ -260,13 +279,15 @@ def batch_loss(
 
 
 def sampling_correction(
-    space: ItemSpace, targets: np.ndarray, config: TrainConfig, device: torch.device
+    space: ItemSpace, target_counts: np.ndarray, config: TrainConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log expected count of each item among a row's candidates: in-batch candidates are other
-    examples' targets (so as frequent as the item is a target), sampled ones are uniform over
-    the target's domain. The logQ correction of sampled softmax (Yi et al., RecSys 2019)."""
-    counts = np.bincount(targets, minlength=space.size).astype(np.float64)
-    in_batch = np.log(np.maximum(counts, 0.5) / max(1, len(targets)) * config.batch_size)
+    examples' targets (so as frequent as the item is a target: ``target_counts`` per item
+    row), sampled ones are uniform over the target's domain. The logQ correction of sampled
+    softmax (Yi et al., RecSys 2019)."""
+    counts = target_counts.astype(np.float64)
+    total = max(1.0, float(counts.sum()))
+    in_batch = np.log(np.maximum(counts, 0.5) / total * config.batch_size)
     sizes = np.zeros(space.size)
     for domain in space.domains:
         block = space.domain_slice(domain)
@@ -324,15 +345,17 @@ def train_model(
         for n, d in enumerate(space.domains)
     }
     item_domain = np.asarray(space.domain_of())
+    # How often each item is a target: the popularity baseline and the in-batch correction.
+    popularity = np.bincount(examples.targets, minlength=space.size).astype(np.float32)
     correction = (
-        sampling_correction(space, examples.targets, config, device)
+        sampling_correction(space, popularity, config, device)
         if config.popularity_correction
         else None
     )
-    popularity = np.bincount(examples.targets, minlength=space.size).astype(np.float32)
+    validating = validation is not None and len(validation) > 0
     reference = (
         validation_scores(model, space, validation, device, baseline=popularity)
-        if validation is not None and len(validation)
+        if validating
         else None
     )
     steps_per_epoch = -(-count // config.batch_size)
@@ -386,7 +409,7 @@ def train_model(
         losses.append(epoch_loss / count)
         chances.append(epoch_chance / count)
         line = f"epoch={epoch + 1} loss={losses[-1]:.4f} chance={chances[-1]:.4f}"
-        if validation is not None and len(validation):
+        if validating:
             scores.append(validation_scores(model, space, validation, device))
             current = scores[-1]["score"]
             line += " validation_ndcg@10 cold={cold:.4f} warm={warm:.4f}".format(**scores[-1])

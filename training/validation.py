@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from training.item_space import ItemSpace
-from training.model import history_tensors
+from training.model import history_tensors, right_aligned
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def build_validation(
         cold_rows.append([row for row, d in history if d != domain][-max_history:])
         seen.extend((number, row) for row, d in history if d == domain)
     return Validation(
-        _right_aligned(warm_rows, max_history),
-        _right_aligned(cold_rows, max_history),
+        right_aligned(warm_rows, max_history),
+        right_aligned(cold_rows, max_history),
         np.array(targets, dtype=np.int64),
         np.array(seen, dtype=np.int64).reshape(-1, 2),
     )
@@ -82,19 +82,21 @@ def split_validation(
     return training, [sequences[n] for n in sorted(chosen)]
 
 
-def _right_aligned(rows: list[list[int]], width: int) -> np.ndarray:
-    padded = np.full((len(rows), width), -1, dtype=np.int64)
-    for row, history in enumerate(rows):
-        if history:
-            padded[row, width - len(history) :] = history
-    return padded
-
-
 def ndcg_at_10(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """NDCG@10 of each row's target column, ties ranked at their midpoint."""
     target = scores.gather(1, targets[:, None])
     rank = 1 + (scores > target).sum(1) + ((scores == target).sum(1) - 1) / 2
     return torch.where(rank <= 10, 1 / torch.log2(rank.float() + 1), torch.zeros_like(rank))
+
+
+def _mask_seen(scores: torch.Tensor, rows: np.ndarray, seen: np.ndarray, offset: int) -> None:
+    """Set to -inf the items each of ``rows`` (sorted validation rows, one per score row) has
+    seen; ``offset`` is the first item row of the scored domain."""
+    hits = np.isin(seen[:, 0], rows)
+    if hits.any():
+        at = torch.as_tensor(np.searchsorted(rows, seen[hits, 0]), device=scores.device)
+        columns = torch.as_tensor(seen[hits, 1] - offset, device=scores.device)
+        scores[at, columns] = -torch.inf
 
 
 def validation_scores(
@@ -131,16 +133,8 @@ def validation_scores(
                     else:
                         scores = torch.as_tensor(baseline[block], device=device).float()
                         scores = scores.expand(len(chunk), -1).clone()
-                    # Cold histories hold none of the target's domain: nothing to mask.
-                    position = {row: n for n, row in enumerate(chunk.tolist())}
-                    pairs = [
-                        (position[row], item - block.start)
-                        for row, item in validation.seen.tolist()
-                        if row in position and group == "warm"
-                    ]
-                    if pairs:
-                        at = torch.as_tensor(pairs, device=device)
-                        scores[at[:, 0], at[:, 1]] = -torch.inf
+                    if group == "warm":  # cold histories hold none of the target's domain
+                        _mask_seen(scores, chunk, validation.seen, block.start)
                     targets = torch.as_tensor(
                         validation.targets[chunk] - block.start, device=device
                     )

@@ -26,8 +26,8 @@ from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
 from training.evaluation.cases import EvalCase, EvalData
 from training.item_space import ItemSpace
+from training.model import history_tensors, right_aligned
 from training.projection import history_rows, project_items
-from training.train import history_tensors
 
 
 def interaction_matrix(space: ItemSpace, sequences: list[list]) -> sparse.csr_matrix:
@@ -218,13 +218,17 @@ class Trained:
         }
 
     def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
-        histories = np.full((len(cases), self.max_history), -1, dtype=np.int64)
-        for row, case in enumerate(cases):
-            rows = history_rows(
-                self.model_space, [(e.domain, e.item_id) for e in case.history], self.max_history
-            )
-            if rows:
-                histories[row, self.max_history - len(rows) :] = rows
+        histories = right_aligned(
+            [
+                history_rows(
+                    self.model_space,
+                    [(e.domain, e.item_id) for e in case.history],
+                    self.max_history,
+                )
+                for case in cases
+            ],
+            self.max_history,
+        )
         tensor, mask = history_tensors(histories, torch.device("cpu"))
         empty = ~mask.any(dim=1)
         mask[empty, -1] = True

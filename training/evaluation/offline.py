@@ -34,6 +34,7 @@ from training.evaluation.methods import (
 )
 from training.evaluation.ranking import (
     diversity,
+    ndcg_gains,
     novelty,
     rank_metrics,
     target_ranks,
@@ -43,16 +44,8 @@ from training.evaluation.statistics import versus_best_other
 from training.item_space import ItemSpace
 from training.model import ModelConfig
 from training.sasrec import SASRecConfig
-from training.train import (
-    TrainConfig,
-    build_examples,
-    train_model,
-)
-from training.validation import (
-    Validation,
-    build_validation,
-    split_validation,
-)
+from training.train import TrainConfig, build_examples, train_model
+from training.validation import Validation, build_validation, split_validation
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +73,12 @@ def sample_negatives(
 
 class MethodResult(NamedTuple):
     """One method on one group: summaries with a per-domain breakdown, and each case's
-    NDCG@10 per protocol (cases in ``users`` order) for paired comparisons."""
+    NDCG@10 per protocol for paired comparisons (cases in the same order for every method of
+    the group: by target domain, then as given)."""
 
     full: dict
     sampled: dict
-    users: list[str]
     gains: dict[str, np.ndarray]
-
-
-def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
-    """Each case's NDCG@k from its target's 1-based rank."""
-    ranks = np.asarray(ranks, dtype=np.float64)
-    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
 def evaluate_method(
@@ -111,9 +98,7 @@ def evaluate_method(
     full_ranks: dict[str, list[np.ndarray]] = defaultdict(list)
     sampled_ranks: dict[str, list[np.ndarray]] = defaultdict(list)
     lists: dict[str, list[np.ndarray]] = defaultdict(list)
-    order_of_cases: list[str] = []
     for domain, domain_cases in by_domain.items():
-        order_of_cases.extend(case.user_id for case in domain_cases)
         ids = space.item_ids[domain]
         order = np.empty(len(ids), dtype=np.int64)
         order[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
@@ -172,7 +157,6 @@ def evaluate_method(
     return MethodResult(
         summarize(full_ranks, True),
         summarize(sampled_ranks, False),
-        order_of_cases,
         {"full": ndcg_gains(joined(full_ranks)), "sampled": ndcg_gains(joined(sampled_ranks))},
     )
 

@@ -25,6 +25,12 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, order: np.ndarray) -> 
     return np.where(np.isneginf(target_scores), scores.shape[1] + 1, ranks).astype(np.int64)
 
 
+def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each case's NDCG@k from its target's 1-based rank (one relevant item per case)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
     """hit@K, recall@K, NDCG@K and MRR for one relevant item per case."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -33,8 +39,7 @@ def rank_metrics(ranks: np.ndarray) -> dict[str, float]:
         inside = ranks <= k
         metrics[f"hit@{k}"] = float(inside.mean()) if len(ranks) else 0.0
         metrics[f"recall@{k}"] = metrics[f"hit@{k}"]  # one target per case
-        gains = np.where(inside, 1.0 / np.log2(ranks + 1.0), 0.0)
-        metrics[f"ndcg@{k}"] = float(gains.mean()) if len(ranks) else 0.0
+        metrics[f"ndcg@{k}"] = float(ndcg_gains(ranks, k).mean()) if len(ranks) else 0.0
     metrics["mrr"] = float((1.0 / ranks).mean()) if len(ranks) else 0.0
     return metrics
 
