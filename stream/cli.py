@@ -310,7 +310,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace, settings: Settings) -> int:
-    from training.artifacts import load_artifact
+    from training.artifacts import load_version
     from training.model_store import ModelStore
     from training.publisher import (
         CANDIDATE_KEY,
@@ -326,7 +326,11 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
             metrics = ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(manifest.get("metrics", {}).items())
             )
-            print(f"{manifest['version']} parent={manifest.get('parent_version')} {metrics}")
+            kind = manifest.get("kind", "transfer_model")
+            print(
+                f"{manifest['version']} kind={kind} "
+                f"parent={manifest.get('parent_version')} {metrics}"
+            )
         return 0
     if args.action == "end-experiment":
         end_experiment(settings)
@@ -336,7 +340,7 @@ def _model(args: argparse.Namespace, settings: Settings) -> int:
         if not args.to:
             raise ValueError("name the candidate version with --to (see `xdrec model list`)")
         folder = store.path_of(args.to)
-        load_artifact(folder)  # refuse a bad artifact here, before any worker sees it
+        load_version(folder)  # refuse a bad artifact here, before any worker sees it
         publish_update(settings, model_update_for(folder), key=CANDIDATE_KEY)
         print(f"experiment started candidate={args.to} share={settings.experiment.share}")
         return 0
@@ -396,6 +400,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if kafka:
             overrides["kafka"] = kafka
     settings = load_settings(args.config, **overrides)
+    priors: dict = {}  # version 0's popularity prior per group, served by --streaming too
     metrics = evaluate_offline(
         args.dataset,
         settings,
@@ -408,6 +413,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         train=TrainConfig.of_trainer(settings.trainer, epochs=args.train_epochs)
         if args.train_epochs
         else None,
+        priors=priors,
     )
     if args.streaming:
         from stream.transport import check_reachable
@@ -415,7 +421,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         check_reachable(settings)
         streamed = evaluate_streaming(
-            args.dataset, settings, args.out / "streaming-run", splits=tuple(args.splits)
+            args.dataset,
+            settings,
+            args.out / "streaming-run",
+            splits=tuple(args.splits),
+            priors=priors,
         )
         metrics["streaming"] = {group: result["metrics"] for group, result in streamed.items()}
     for path in write_report(metrics, args.out):

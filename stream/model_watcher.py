@@ -1,8 +1,9 @@
 """Follows ``models.updates`` and prepares each announced version off the hot path.
 
-A valid artifact becomes a :class:`ModelScorer` handed to the runtime, which swaps it in
-between two batches; an invalid one is refused with a log line and a metric, and the serving
-version stays. Refusal reasons are bounded labels (see ``training.artifacts``).
+A valid artifact becomes a scorer (a :class:`ModelScorer`, or a :class:`PriorScorer` for
+version 0 with a popularity prior) handed to the runtime, which swaps it in between two
+batches; an invalid one is refused with a log line and a metric, and the serving version
+stays. Refusal reasons are bounded labels (see ``training.artifacts``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.catalog import ItemCatalog
 from stream.metrics import WorkerMetrics
 from stream.model_scoring import ModelScorer
+from stream.prior import PriorScorer
 from stream.processor import Scorer, ZeroShotScorer
 from stream.settings import Settings
 from stream.transport import make_consumer
-from training.artifacts import WEIGHTS, ArtifactRefused, load_artifact
+from training.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version
 from training.model_store import ModelStore
 from training.publisher import CANDIDATE_KEY
 
@@ -106,12 +108,16 @@ class ModelWatcher:
             return ZeroShotScorer(self.settings, self.catalog)
         try:
             folder = self.store.resolve_uri(update.artifact_uri or "")
-            loaded = load_artifact(folder)
+            loaded = load_version(folder)
             if loaded.manifest["sha256"][WEIGHTS] != update.sha256:
                 raise ArtifactRefused("sha256_mismatch", "ModelUpdate sha256 differs from manifest")
             if loaded.version != update.version:
                 raise ArtifactRefused("manifest_invalid", "artifact version differs from update")
-            scorer = ModelScorer(loaded, self.catalog, self.targets)
+            scorer: Scorer
+            if isinstance(loaded, LoadedPrior):
+                scorer = PriorScorer(self.settings, self.catalog, loaded.prior, loaded.version)
+            else:
+                scorer = ModelScorer(loaded, self.catalog, self.targets)
         except ArtifactRefused as exc:
             self._refuse(exc.reason, f"version={update.version} {exc.detail}")
             return None

@@ -41,6 +41,7 @@ from stream.state import (
     apply_event,
     interest_sum,
     normalize,
+    scale_query,
     state_time,
 )
 
@@ -127,12 +128,20 @@ class ZeroShotScorer:
         if normalized is None:
             return None
         query, norm = normalized
+        # A subclass may scale the query (and so its decomposition) per user; x / 1 is x.
+        weight = self.weight(state, target)
         explainer = (
-            zero_shot_explainer(state, target, sources, norm, self.items, self.settings, when)
+            zero_shot_explainer(
+                state, target, sources, norm * weight, self.items, self.settings, when
+            )
             if explain
             else None
         )
-        return query, explainer
+        return scale_query(query, weight), explainer
+
+    def weight(self, state: UserState, target: str) -> float:
+        """What the user's cosine query is divided by: 1 here (see ``stream.prior``)."""
+        return 1.0
 
     def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]:
         pairs: Sequence[tuple[np.ndarray, Explainer | None]] = prepared  # type: ignore[assignment]

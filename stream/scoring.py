@@ -52,6 +52,8 @@ class DomainIndex:
     matrix: np.ndarray  # (rows, dim) float32
     active: np.ndarray  # (rows,) bool: False for removed items
     coarse: torch.Tensor | None = None  # (rows, dim) low-precision copy for the first pass
+    # (rows,) float32 added to every query's scores (a popularity prior), or None.
+    bias: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -59,9 +61,12 @@ class DomainIndex:
 
 
 def score_items(index: DomainIndex, queries: np.ndarray) -> np.ndarray:
-    """Scores of every item for each query row (cosine, as rows are normalized); removed
-    items score ``-inf``. The worker and the offline evaluator both rank with this."""
+    """Scores of every item for each query row (cosine, as rows are normalized, plus the
+    index's bias if it has one); removed items score ``-inf``. The worker and the offline
+    evaluator both rank with this."""
     scores = queries.astype(np.float32, copy=False) @ index.matrix.T
+    if index.bias is not None:
+        scores += index.bias
     if not index.active.all():
         scores[:, ~index.active] = -np.inf
     return scores
@@ -105,6 +110,8 @@ def _shortlist(
     """Float32 scores of each query's bfloat16 shortlist, and the shortlisted positions."""
     assert index.coarse is not None
     coarse = torch.from_numpy(queries).to(index.coarse.dtype) @ index.coarse.T
+    if index.bias is not None:
+        coarse += torch.from_numpy(index.bias).to(coarse.dtype)
     if not index.active.all():
         coarse[:, torch.from_numpy(~index.active)] = -torch.inf
     if rows:
@@ -117,6 +124,8 @@ def _shortlist(
         end = start + _CHUNK_ROWS
         vectors = index.matrix[candidates[start:end]]  # (chunk, width, dim)
         exact[start:end] = np.matmul(vectors, queries[start:end, :, None])[..., 0]
+    if index.bias is not None:
+        exact += index.bias[candidates]
     exact[~torch.isfinite(values).numpy()] = -np.inf
     return exact, candidates
 

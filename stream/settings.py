@@ -249,6 +249,8 @@ class TrainerSettings(BaseModel):
         default="cold.ndcg@10", pattern=r"^(cold|warm)\.(ndcg|hit|recall)@(5|10|20)$"
     )
     gate_margin: float = Field(default=0.0, ge=0)
+    # While no trained model serves, refresh and publish version 0's popularity prior first.
+    popularity_prior: bool = True
     coalesce_seconds: float = Field(default=2.0, ge=0)
     metrics_port: int = Field(default=9465, ge=0, le=65535)
     work_dir: Path = Path(".xdrec/trainer")

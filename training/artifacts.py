@@ -2,10 +2,12 @@
 before anything serves from them.
 
 An artifact folder holds ``model.safetensors`` (weights only: never a pickle), ``items.json``
-(the item ids behind the ID-embedding rows, per domain) and ``manifest.json`` (version, parent,
-configs, data window, metrics and the sha256 of both files). :func:`load_artifact` refuses a
-folder for a named reason — a wrong checksum, a file that is not safetensors, a wrong shape or
-dtype, a NaN — and never returns a half-valid model.
+(the item ids behind the ID-embedding rows, per domain) and ``manifest.json`` (kind, version,
+parent, configs, data window, metrics and the sha256 of both files). A ``popularity_prior``
+artifact (version 0 with a popularity prior, ``stream.prior``) has the same three files: its
+tensors are each domain's item counts, in the order of ``items.json``. :func:`load_version`
+refuses a folder for a named reason — a wrong checksum, a file that is not safetensors, a
+wrong shape or dtype, a NaN — and never returns a half-valid model.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from stream.prior import PRIOR_KIND, PopularityPrior
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
 from training.train import new_model
@@ -33,6 +36,7 @@ MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ITEMS = "items.json"
 FORMAT = 1
+MODEL_KIND = "transfer_model"
 
 
 class ArtifactRefused(ValueError):
@@ -50,6 +54,15 @@ class LoadedModel:
     manifest: dict
     space: ItemSpace
     model: TransferModel
+
+
+@dataclass(frozen=True)
+class LoadedPrior:
+    """Version 0 with a popularity prior (``stream.prior``): counts and weights, no model."""
+
+    version: str
+    manifest: dict
+    prior: PopularityPrior
 
 
 def sha256_of(path: Path) -> str:
@@ -72,29 +85,73 @@ def save_artifact(
     metrics: dict[str, float],
 ) -> Path:
     """Write the artifact into ``directory`` (created; must not exist) and return it."""
+    weights = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
+    manifest = {
+        "kind": MODEL_KIND,
+        "version": version,
+        "parent_version": parent_version,
+        "model_config": model.config.to_dict(),
+        "train_config": train_config,
+        "data_window": data_window,
+        "metrics": metrics,
+    }
+    return _write_atomically(directory, weights, space.item_ids, manifest)
+
+
+def save_prior(
+    prior: PopularityPrior,
+    directory: Path,
+    *,
+    version: str,
+    parent_version: str | None,
+    data_window: dict,
+    metrics: dict[str, float],
+    fit: dict,
+) -> Path:
+    """Write a popularity-prior artifact into ``directory``: the counts of each domain as one
+    safetensors tensor in the order of ``items.json``, the weights in the manifest."""
+    domains = sorted(prior.counts)
+    item_ids = {domain: sorted(prior.counts[domain]) for domain in domains}
+    tensors = {
+        f"counts.{domain}": torch.tensor(
+            [prior.counts[domain][item] for item in item_ids[domain]], dtype=torch.float32
+        )
+        for domain in domains
+    }
+    manifest = {
+        "kind": PRIOR_KIND,
+        "version": version,
+        "parent_version": parent_version,
+        "prior": {"cold_weight": prior.cold_weight, "warm_weight": prior.warm_weight},
+        "fit": fit,
+        "data_window": data_window,
+        "metrics": metrics,
+    }
+    return _write_atomically(directory, tensors, item_ids, manifest)
+
+
+def _write_atomically(
+    directory: Path, tensors: dict[str, torch.Tensor], item_ids: dict, manifest: dict
+) -> Path:
+    """Weights, item ids and manifest (with both files' sha256) into a scratch folder that is
+    renamed to ``directory`` at once: readers never see a partial artifact."""
     if directory.exists():
         raise FileExistsError(f"artifact folder {directory} exists: versions are immutable")
     directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory.parent))
     try:
-        weights = {
-            name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
-        }
-        save_file(weights, str(scratch / WEIGHTS))
-        (scratch / ITEMS).write_text(json.dumps(space.item_ids, sort_keys=True))
-        manifest = {
+        save_file(tensors, str(scratch / WEIGHTS))
+        (scratch / ITEMS).write_text(json.dumps(item_ids, sort_keys=True))
+        document = {
             "format": FORMAT,
-            "version": version,
-            "parent_version": parent_version,
             "created_at": time.time(),
-            "model_config": model.config.to_dict(),
-            "train_config": train_config,
-            "data_window": data_window,
-            "metrics": metrics,
+            **manifest,
             "sha256": {WEIGHTS: sha256_of(scratch / WEIGHTS), ITEMS: sha256_of(scratch / ITEMS)},
         }
-        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        os.replace(scratch, directory)  # atomic: readers never see a partial artifact
+        (scratch / MANIFEST).write_text(json.dumps(document, indent=2, sort_keys=True))
+        os.replace(scratch, directory)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -106,25 +163,73 @@ def _read_manifest(directory: Path) -> dict:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise ArtifactRefused("manifest_invalid", f"{directory / MANIFEST}: {exc}") from exc
-    required = {"format", "version", "model_config", "sha256"}
+    required = {"format", "version", "sha256"}
     if not isinstance(manifest, dict) or not required <= manifest.keys():
         raise ArtifactRefused("manifest_invalid", f"manifest lacks {sorted(required)}")
     if manifest["format"] != FORMAT:
         raise ArtifactRefused("manifest_invalid", f"unsupported format {manifest['format']!r}")
-    return manifest
-
-
-def load_artifact(directory: Path, text: np.ndarray | None = None) -> LoadedModel:
-    """Validate and load an artifact. ``text`` holds the item text embeddings in the artifact's
-    item order; without it the model gets zeros (enough for checks, not for serving)."""
-    manifest = _read_manifest(directory)
+    # Artifacts written before there were two kinds are models.
+    kind = manifest.setdefault("kind", MODEL_KIND)
+    if kind not in (MODEL_KIND, PRIOR_KIND):
+        raise ArtifactRefused("manifest_invalid", f"unknown artifact kind {kind!r}")
     for name in (WEIGHTS, ITEMS):
         path = directory / name
         if not path.is_file():
             raise ArtifactRefused("manifest_invalid", f"{name} missing in {directory}")
-        expected = manifest["sha256"].get(name)
-        if sha256_of(path) != expected:
+        if sha256_of(path) != manifest["sha256"].get(name):
             raise ArtifactRefused("sha256_mismatch", f"{name} does not match the manifest")
+    return manifest
+
+
+def load_version(directory: Path) -> LoadedModel | LoadedPrior:
+    """Validate and load an artifact of either kind: what serving a version needs."""
+    manifest = _read_manifest(directory)
+    if manifest["kind"] == PRIOR_KIND:
+        return _load_prior(directory, manifest)
+    return load_artifact(directory)
+
+
+def _load_prior(directory: Path, manifest: dict) -> LoadedPrior:
+    try:
+        item_ids = json.loads((directory / ITEMS).read_text())
+        weights = manifest["prior"]
+        cold, warm = float(weights["cold_weight"]), float(weights["warm_weight"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ArtifactRefused("manifest_invalid", f"popularity prior: {exc!r}") from exc
+    try:
+        tensors = load_file(str(directory / WEIGHTS))  # parses a header; never unpickles
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactRefused("not_safetensors", f"{WEIGHTS}: {exc}") from exc
+    if not isinstance(item_ids, dict) or set(tensors) != {f"counts.{d}" for d in item_ids}:
+        raise ArtifactRefused("shape_mismatch", "counts do not match the domains of items.json")
+    counts: dict[str, dict[str, float]] = {}
+    for domain, ids in item_ids.items():
+        tensor = tensors[f"counts.{domain}"]
+        if tensor.dtype != torch.float32:
+            raise ArtifactRefused("dtype_mismatch", f"counts.{domain}: {tensor.dtype}")
+        if tuple(tensor.shape) != (len(ids),):
+            raise ArtifactRefused(
+                "shape_mismatch", f"counts.{domain}: {tuple(tensor.shape)} for {len(ids)} items"
+            )
+        if not torch.isfinite(tensor).all() or bool((tensor < 0).any()):
+            raise ArtifactRefused("non_finite", f"counts.{domain} holds NaN, infinity or < 0")
+        counts[str(domain)] = dict(zip(map(str, ids), tensor.tolist(), strict=True))
+    try:
+        prior = PopularityPrior(counts, cold, warm)
+    except ValueError as exc:
+        raise ArtifactRefused("manifest_invalid", str(exc)) from exc
+    return LoadedPrior(str(manifest["version"]), manifest, prior)
+
+
+def load_artifact(directory: Path, text: np.ndarray | None = None) -> LoadedModel:
+    """Validate and load a model artifact. ``text`` holds the item text embeddings in the
+    artifact's item order; without it the model gets zeros (enough for checks, not for
+    serving)."""
+    manifest = _read_manifest(directory)
+    if manifest["kind"] != MODEL_KIND or "model_config" not in manifest:
+        raise ArtifactRefused(
+            "manifest_invalid", f"{directory} holds a {manifest['kind']}, not a model"
+        )
     try:
         config = ModelConfig(**manifest["model_config"])
         item_ids = json.loads((directory / ITEMS).read_text())

@@ -1,6 +1,10 @@
 """One training job: read a window of the event log, train a candidate, judge it against the
 serving model on held-out later interactions, and publish it only if it wins by the margin.
 
+While no trained model serves, the job first refreshes version 0's popularity prior from the
+window (``training.prior``) and publishes it at once: training takes minutes to hours, the
+counts and two weights take seconds. The candidate is then judged against that prior.
+
 The judgement uses the offline evaluator's cases and metrics (``training.evaluation``): each
 held-out user's last event in the window is the target, cold (other domains only) and warm.
 """
@@ -22,7 +26,15 @@ from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.dataset import Dataset
 from stream.encoder import TextEncoder
 from stream.settings import Settings
-from training.artifacts import ArtifactRefused, LoadedModel, load_artifact, save_artifact
+from training.artifacts import (
+    MANIFEST,
+    ArtifactRefused,
+    LoadedModel,
+    LoadedPrior,
+    load_version,
+    save_artifact,
+    save_prior,
+)
 from training.evaluation.cases import GROUPS, EvalData, load_cases
 from training.evaluation.methods import (
     Method,
@@ -36,6 +48,7 @@ from training.event_log import HELD_OUT, Window, snapshot_window
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
 from training.model_store import ModelStore
+from training.prior import fit_weights, prior_of
 from training.publisher import (
     CANDIDATE_KEY,
     UPDATE_KEY,
@@ -71,6 +84,7 @@ class JobResult:
     training: dict = field(default_factory=dict)
     seconds: float = 0.0
     update: ModelUpdate | None = None
+    prior_update: ModelUpdate | None = None  # version 0's refreshed popularity prior
 
 
 def new_version() -> str:
@@ -135,11 +149,25 @@ def run_job(
         )
         embeddings = embed_catalog(data, encoder, config.cache_dir, progress=progress)
         text = np.concatenate([embeddings[domain] for domain in space.domains])
-        candidate_model, summary = _train(settings, data, space, text, work, progress)
         serving = serving_update(settings)
         serving_version = serving.version if serving else ZERO_SHOT_VERSION
+        serving_loaded = _load_serving(store, serving)
+        prior_update = None
+        if (
+            config.popularity_prior
+            and not candidate
+            and not isinstance(serving_loaded, LoadedModel)
+        ):
+            # No trained model serves yet: refresh version 0's popularity prior before training,
+            # so that a deployment serves better than a popularity chart within minutes.
+            serving_loaded = _fit_prior(settings, data, space, embeddings, stats.to_dict())
+            serving_version = serving_loaded.version
+            prior_update = model_update_for(store.path_of(serving_version))
+            if publish:
+                publish_update(settings, prior_update, key=UPDATE_KEY)
+        candidate_model, summary = _train(settings, data, space, text, work, progress)
         methods: list[Method] = [Trained(candidate_model, space, name="candidate")]
-        methods.append(_serving_method(settings, store, serving, space, embeddings))
+        methods.append(_serving_method(settings, serving_loaded, space, embeddings))
         results = _judge(data, space, embeddings, methods)
         metrics = {
             f"{who}.{name}": value
@@ -156,6 +184,7 @@ def run_job(
             metrics=metrics,
             window=stats.to_dict(),
             training=summary,
+            prior_update=prior_update,
         )
         if candidate:
             result.outcome = "candidate"
@@ -202,7 +231,9 @@ def run_job(
         )
         (config.work_dir / f"{version}.json").write_text(
             json.dumps(
-                {k: v for k, v in result.__dict__.items() if k != "update"}, indent=2, default=str
+                {k: v for k, v in result.__dict__.items() if k not in ("update", "prior_update")},
+                indent=2,
+                default=str,
             )
         )
         return result
@@ -258,34 +289,83 @@ def _train(
     return model, summary
 
 
-def _serving_method(
-    settings: Settings,
-    store: ModelStore,
-    serving: ModelUpdate | None,
-    space: ItemSpace,
-    embeddings: dict[str, np.ndarray],
-) -> Method:
-    """The serving version as the evaluator's method named "serving"."""
+def _load_serving(
+    store: ModelStore, serving: ModelUpdate | None
+) -> LoadedModel | LoadedPrior | None:
+    """The serving version's artifact (None for version 0 without a prior)."""
     if serving is None or serving.version == ZERO_SHOT_VERSION:
-        method = ZeroShotText(space, embeddings, settings)
-        method.name = "serving"
-        return method
+        return None
     try:
-        loaded: LoadedModel = load_artifact(store.resolve_uri(serving.artifact_uri))
+        return load_version(store.resolve_uri(serving.artifact_uri or ""))
     except ArtifactRefused as exc:
         raise JobFailed(
             "serving_unreadable",
             f"the serving version {serving.version} cannot be loaded ({exc.reason}: {exc.detail});"
             " roll back with `xdrec model rollback` or publish a valid version",
         ) from exc
+
+
+def _fit_prior(
+    settings: Settings,
+    data: EvalData,
+    space: ItemSpace,
+    embeddings: dict[str, np.ndarray],
+    window: dict,
+) -> LoadedPrior:
+    """Count the window, fit the prior's weights on the held-out users, store the version."""
+    started = time.perf_counter()
+    counts = {
+        group: np.asarray(interaction_matrix(space, data.training[group]).sum(axis=0)).ravel()
+        for group in GROUPS
+    }
+    cold, warm, curves = fit_weights(space, embeddings, settings, data.cases, counts)
+    prior = prior_of(space, counts["warm"], cold, warm)
+    version = new_version()
+    fit = {
+        "ndcg@10_by_weight": {g: {str(w): v for w, v in c.items()} for g, c in curves.items()},
+        "users": {group: len(data.cases[group]) for group in GROUPS},
+    }
+    metrics = {f"{group}.ndcg@10": max(curves[group].values()) for group in GROUPS}
+    folder = save_prior(
+        prior,
+        ModelStore(settings.models.store).path_of(version),
+        version=version,
+        parent_version=ZERO_SHOT_VERSION,
+        data_window=window,
+        metrics=metrics,
+        fit=fit,
+    )
+    log.info(
+        "popularity prior stored version=%s cold_weight=%s warm_weight=%s seconds=%.1f path=%s",
+        version,
+        cold,
+        warm,
+        time.perf_counter() - started,
+        folder,
+    )
+    return LoadedPrior(version, json.loads((folder / MANIFEST).read_text()), prior)
+
+
+def _serving_method(
+    settings: Settings,
+    serving: LoadedModel | LoadedPrior | None,
+    space: ItemSpace,
+    embeddings: dict[str, np.ndarray],
+) -> Method:
+    """The serving version as the evaluator's method named "serving"."""
+    if not isinstance(serving, LoadedModel):
+        prior = serving.prior if serving is not None else None
+        method = ZeroShotText(space, embeddings, settings, prior)
+        method.name = "serving"
+        return method
     rows = space.index
-    text = np.zeros((loaded.space.size, loaded.model.config.text_dim), dtype=np.float32)
+    text = np.zeros((serving.space.size, serving.model.config.text_dim), dtype=np.float32)
     flat = np.concatenate([embeddings[domain] for domain in space.domains])
-    for pair, row in loaded.space.index.items():
+    for pair, row in serving.space.index.items():
         if pair in rows:
             text[row] = flat[rows[pair]]
-    loaded.model.text.copy_(torch.as_tensor(text))
-    return Trained(loaded.model, space, loaded.space, embeddings, name="serving")
+    serving.model.text.copy_(torch.as_tensor(text))
+    return Trained(serving.model, space, serving.space, embeddings, name="serving")
 
 
 def _judge(

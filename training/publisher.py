@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas import SCHEMA_VERSION, ZERO_SHOT_VERSION, ModelUpdate
 from stream.settings import Settings
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
-from training.artifacts import MANIFEST, WEIGHTS, load_artifact
+from training.artifacts import MANIFEST, WEIGHTS, load_version
 from training.model_store import ModelStore
 
 UPDATE_KEY = b"serving"
@@ -106,5 +106,5 @@ def rollback_update(settings: Settings, store: ModelStore, to: str | None = None
             f"version {target!r} is not in the model store {store.uri}: `xdrec model list` "
             "shows the stored versions"
         )
-    load_artifact(folder)
+    load_version(folder)
     return model_update_for(folder)

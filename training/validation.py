@@ -6,8 +6,10 @@ ranking with the users' seen items masked, as the evaluator and the worker rank.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +17,8 @@ from torch import nn
 
 from training.item_space import ItemSpace
 from training.model import history_tensors, right_aligned
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,20 +66,22 @@ def build_validation(
 
 
 def split_validation(
-    sequences: Sequence[Sequence[tuple[str, str]]],
+    sequences: Sequence[Sequence[T]],
     share: float = 0.05,
     max_users: int = 2_000,
     seed: int = 0,
-) -> tuple[list[Sequence[tuple[str, str]]], list[Sequence[tuple[str, str]]]]:
+    domain: Callable[[T], str] = itemgetter(0),
+) -> tuple[list[Sequence[T]], list[Sequence[T]]]:
     """Hold out the last event of a random share of sequences (2+ events) for validation:
     ``(training sequences, validation sequences)``; a held-out user keeps its history in
     training, as the evaluation users do, and only its last event is withheld. Users active
-    in two or more domains are picked first: only they can be scored cold."""
+    in two or more domains are picked first: only they can be scored cold. ``domain`` gives
+    an event's domain (the first element of a ``(domain, item)`` pair by default)."""
     rng = np.random.default_rng(seed)
     eligible = [n for n, sequence in enumerate(sequences) if len(sequence) >= 2]
     count = min(max_users, int(round(len(eligible) * share)))
-    spanning = [n for n in eligible if len({domain for domain, _ in sequences[n]}) > 1]
-    others = [n for n in eligible if len({domain for domain, _ in sequences[n]}) == 1]
+    spanning = [n for n in eligible if len({domain(event) for event in sequences[n]}) > 1]
+    others = [n for n in eligible if len({domain(event) for event in sequences[n]}) == 1]
     ranked = [*rng.permutation(spanning).tolist(), *rng.permutation(others).tolist()]
     chosen = set(ranked[:count])
     training = [s[:-1] if n in chosen else s for n, s in enumerate(sequences)]

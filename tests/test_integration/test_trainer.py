@@ -155,9 +155,15 @@ def test_worker_requests_training_and_the_promoted_model_is_served(deployment: D
     )
     assert candidate > serving > 0
 
-    (update,) = model_updates(settings, 1)
-    assert update.parent_version == "v0"
+    # While v0 served, the job first published v0's popularity prior, then the trained model.
+    prior, update = model_updates(settings, 2)
+    prior_manifest = json.loads((deployment.store / prior.version / MANIFEST).read_text())
+    assert prior_manifest["kind"] == "popularity_prior"
+    assert prior_manifest["data_window"]["events"] == EVENTS
+    assert prior_manifest["prior"]["cold_weight"] > 0 and prior_manifest["prior"]["warm_weight"] > 0
+    assert update.parent_version == prior.version
     manifest = json.loads((deployment.store / update.version / MANIFEST).read_text())
+    assert manifest["kind"] == "transfer_model"
     assert manifest["data_window"]["events"] == EVENTS
     assert manifest["data_window"]["held_out_users"] > 0
     assert len(manifest["data_window"]["requests"]) == 3
@@ -222,18 +228,20 @@ def test_a_job_without_data_fails_and_is_counted(deployment: Deployment) -> None
 
 
 def test_rollback_returns_the_workers_to_the_parent_version(deployment: Deployment) -> None:
+    """The promoted model's parent is v0's popularity prior: rolled back, workers serve it."""
     settings = deployment.settings
-    (promoted,) = model_updates(settings, 1)[:1]
+    prior, promoted = model_updates(settings, 2)[:2]
     done = xdrec(settings, "model", "rollback")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "version=v0" in done.stdout
-    updates = model_updates(settings, 2)
-    assert updates[-1].version == "v0" and updates[-1].artifact_uri is None
+    assert f"version={prior.version}" in done.stdout
+    updates = model_updates(settings, 3)
+    assert updates[-1].version == prior.version and updates[-1].sha256 == prior.sha256
 
     listed = xdrec(settings, "model", "list")
-    assert promoted.version in listed.stdout
+    assert f"{promoted.version} kind=transfer_model" in listed.stdout
+    assert f"{prior.version} kind=popularity_prior" in listed.stdout
 
-    wait_until_served(deployment.worker, "v0")
+    wait_until_served(deployment.worker, prior.version)
 
     _, message = user_event(settings, "later-user", "left-2-2", T0 + 2 * 10**6, domain="left")
     produce(settings, [message])
@@ -244,4 +252,10 @@ def test_rollback_returns_the_workers_to_the_parent_version(deployment: Deployme
         timeout=120,
     )
     (later,) = [r for r in recs if r["user_id"] == "later-user"]
-    assert later["model_version"] == "v0"
+    assert later["model_version"] == prior.version
+    # The prior's parent is version 0 itself.
+    again = xdrec(settings, "model", "rollback")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "version=v0" in again.stdout
+    assert model_updates(settings, 4)[-1].artifact_uri is None
+    wait_until_served(deployment.worker, "v0")

@@ -12,13 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from stream.prior import PopularityPrior
 from training.artifacts import (
     ITEMS,
     MANIFEST,
     WEIGHTS,
     ArtifactRefused,
+    LoadedModel,
+    LoadedPrior,
     load_artifact,
+    load_version,
     save_artifact,
+    save_prior,
     sha256_of,
 )
 from training.item_space import ItemSpace
@@ -43,6 +48,22 @@ def artifact(tmp_path: Path) -> Path:
         train_config={"epochs": 1},
         data_window={"start": 0.0, "end": 1.0},
         metrics={"ndcg@10": 0.1},
+    )
+
+
+PRIOR = PopularityPrior({"books": {"b1": 3.0, "b2": 1.0}, "movies": {"m1": 2.0}}, 100.0, 0.5)
+
+
+@pytest.fixture
+def prior_artifact(tmp_path: Path) -> Path:
+    return save_prior(
+        PRIOR,
+        tmp_path / "store" / "p1",
+        version="p1",
+        parent_version=None,
+        data_window={"events": 6},
+        metrics={"cold.ndcg@10": 0.1},
+        fit={},
     )
 
 
@@ -95,27 +116,66 @@ def _rewrite_manifest_sha(folder: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("which", "change", "reason"),
     [
-        (lambda w: w.__setitem__("item_id.weight", torch.full((5, 8), float("nan"))), "non_finite"),
-        (lambda w: w.__setitem__("item_id.weight", torch.zeros((6, 8))), "shape_mismatch"),
         (
+            "artifact",
+            lambda w: w.__setitem__("item_id.weight", torch.full((5, 8), float("nan"))),
+            "non_finite",
+        ),
+        (
+            "artifact",
+            lambda w: w.__setitem__("item_id.weight", torch.zeros((6, 8))),
+            "shape_mismatch",
+        ),
+        (
+            "artifact",
             lambda w: w.__setitem__("item_id.weight", torch.zeros((5, 8), dtype=torch.float16)),
             "dtype_mismatch",
         ),
-        (lambda w: w.pop("gate.weight"), "shape_mismatch"),
+        ("artifact", lambda w: w.pop("gate.weight"), "shape_mismatch"),
         (
+            "artifact",
             lambda w: w.__setitem__(
                 "experts.weight", torch.full_like(w["experts.weight"], float("inf"))
             ),
             "non_finite",
         ),
+        (
+            "prior_artifact",
+            lambda w: w.__setitem__("counts.books", torch.tensor([3.0, -1.0])),
+            "non_finite",
+        ),
+        (
+            "prior_artifact",
+            lambda w: w.__setitem__("counts.books", torch.tensor([3.0, float("nan")])),
+            "non_finite",
+        ),
+        (
+            "prior_artifact",
+            lambda w: w.__setitem__("counts.books", torch.tensor([3.0])),
+            "shape_mismatch",
+        ),
+        (
+            "prior_artifact",
+            lambda w: w.__setitem__("counts.music", torch.tensor([1.0])),
+            "shape_mismatch",
+        ),
+        (
+            "prior_artifact",
+            lambda w: w.__setitem__("counts.movies", torch.tensor([2], dtype=torch.int64)),
+            "dtype_mismatch",
+        ),
     ],
 )
-def test_bad_weights_are_refused(artifact: Path, change, reason: str) -> None:
-    _rewrite_weights(artifact, change)
+def test_bad_weights_are_refused(
+    request: pytest.FixtureRequest, which: str, change, reason: str
+) -> None:
+    """Model weights and prior counts alike, through the loader that serving uses."""
+    folder: Path = request.getfixturevalue(which)
+    _rewrite_weights(folder, change)
     with pytest.raises(ArtifactRefused) as refused:
-        load_artifact(artifact)
+        load_version(folder)
     assert refused.value.reason == reason
 
 
@@ -153,3 +213,33 @@ def test_artifact_uri_outside_the_store_is_refused(tmp_path: Path, artifact: Pat
     with pytest.raises(ArtifactRefused):
         store.resolve_uri(elsewhere.as_uri())
     assert [m["version"] for m in store.versions()] == ["v1"]
+
+
+def test_prior_artifact_loads_back_and_is_not_taken_for_a_model(
+    prior_artifact: Path, artifact: Path
+) -> None:
+    loaded = load_version(prior_artifact)
+    assert isinstance(loaded, LoadedPrior) and loaded.version == "p1"
+    assert loaded.prior == PRIOR
+    assert isinstance(load_version(artifact), LoadedModel)
+    with pytest.raises(ArtifactRefused, match="not a model") as refused:
+        load_artifact(prior_artifact)
+    assert refused.value.reason == "manifest_invalid"
+
+
+@pytest.mark.parametrize("weights", [{"cold_weight": 0.0, "warm_weight": 1.0}, {"cold": 1.0}])
+def test_bad_prior_weights_are_refused(prior_artifact: Path, weights: dict) -> None:
+    manifest = json.loads((prior_artifact / MANIFEST).read_text())
+    manifest["prior"] = weights
+    (prior_artifact / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactRefused) as refused:
+        load_version(prior_artifact)
+    assert refused.value.reason == "manifest_invalid"
+
+
+def test_unknown_artifact_kind_is_refused(prior_artifact: Path) -> None:
+    manifest = json.loads((prior_artifact / MANIFEST).read_text())
+    manifest["kind"] = "pickle_jar"
+    (prior_artifact / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactRefused, match="unknown artifact kind"):
+        load_version(prior_artifact)

@@ -1,4 +1,5 @@
-"""Streaming evaluation through the broker and a real worker gives the offline figures."""
+"""Streaming evaluation through the broker and a real worker gives the offline figures, for
+version 0 with the popularity prior the offline evaluation fitted."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stream.dataset import Dataset
+from stream.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.offline import evaluate_offline
 from training.evaluation.streaming import evaluate_streaming
@@ -47,7 +49,7 @@ def test_streaming_and_offline_evaluation_agree(
 ) -> None:
     folder = write_subset(Dataset(shared_dataset), tmp_path / "subset", users=60, extra_items=600)
     base = make_settings(domains=["food", "kitchen"], recommendations={"routes": {}})
-    streamed = evaluate_streaming(folder, base, tmp_path / "streaming", splits=("test",))
+    priors: dict[str, PopularityPrior] = {}
     offline = evaluate_offline(
         folder,
         base,
@@ -55,6 +57,11 @@ def test_streaming_and_offline_evaluation_agree(
         methods=("zero_shot",),
         cache_dir=tmp_path / "cache",
         progress=False,
+        priors=priors,
+    )
+    assert set(priors) == {"cold", "warm"}
+    streamed = evaluate_streaming(
+        folder, base, tmp_path / "streaming", splits=("test",), priors=priors
     )
     for group in ("warm", "cold"):
         stream_metrics = streamed[group]["metrics"]

@@ -3,9 +3,11 @@
 - ``popularity``: how often each target-domain item occurs in the training signal;
 - ``cooccurrence_knn``: collaborative item kNN: the sum over history items of the number of
   users who have both, divided by sqrt(candidate popularity); crosses domains through users;
-- ``zero_shot``: model version 0 exactly as the worker runs it: the same state update
-  (:func:`stream.state.apply_event`), the same query (:func:`stream.state.interest_query`) and
-  the same scorer (:func:`stream.scoring.score_items`), over the same item embeddings.
+- ``zero_shot``: what the worker serves before its first trained model, exactly as it runs:
+  the same state update (:func:`stream.state.apply_event`), the same query
+  (:func:`stream.state.interest_query`) and the same scorer (:func:`stream.scoring.score_items`)
+  over the same item embeddings, with the popularity prior the trainer would publish
+  (``stream.prior``, fitted by ``training.prior``) when one is given.
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from tqdm import tqdm
 
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
+from stream.prior import PopularityPrior
 from stream.replay import event_type_of
 from stream.scoring import DomainIndex, score_items
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event, interest_query, state_time
+from stream.state import (
+    AppliedEvent,
+    UserState,
+    apply_event,
+    interest_query,
+    scale_query,
+    state_time,
+)
 from training.evaluation.cases import EvalCase, EvalData
 from training.item_space import ItemSpace
 from training.model import history_tensors, right_aligned
@@ -79,14 +89,22 @@ class ItemKNN:
 
 
 class ZeroShotText:
+    """Version 0 as the worker serves it: with ``prior``, the popularity prior's version
+    (``stream.prior``), whose index bias and per-user query scale are applied the same way."""
+
     name = "zero_shot"
 
     def __init__(
-        self, space: ItemSpace, embeddings: dict[str, np.ndarray], settings: Settings
+        self,
+        space: ItemSpace,
+        embeddings: dict[str, np.ndarray],
+        settings: Settings,
+        prior: PopularityPrior | None = None,
     ) -> None:
         self.space = space
         self.embeddings = embeddings
         self.settings = settings
+        self.prior = prior
         self.indexes = {
             domain: DomainIndex(
                 domain,
@@ -94,13 +112,13 @@ class ZeroShotText:
                 {item: i for i, item in enumerate(space.item_ids[domain])},
                 matrix,
                 np.ones(len(matrix), dtype=bool),
+                bias=prior.bias(domain, space.item_ids[domain]) if prior is not None else None,
             )
             for domain, matrix in embeddings.items()
         }
 
-    def query(self, case: EvalCase) -> np.ndarray | None:
-        """The worker's query after the user's last history event: the recommendation the
-        running system would have shown just before the target event."""
+    def state(self, case: EvalCase) -> UserState:
+        """The worker's state after the user's last history event."""
         state = UserState(case.user_id)
         interest = self.settings.interest
         for offset, event in enumerate(case.history):
@@ -122,17 +140,26 @@ class ZeroShotText:
                 self.embeddings[event.domain][position],
                 interest,
             )
+        return state
+
+    def query(self, case: EvalCase) -> np.ndarray | None:
+        """The worker's query after the user's last history event: the recommendation the
+        running system would have shown just before the target event."""
+        state = self.state(case)
         recs = self.settings.recommendations
         sources = [domain for domain in self.space.domains if domain != case.domain]
-        return interest_query(
+        query = interest_query(
             state,
             case.domain,
             sources,
             state_time(state),
-            interest,
+            self.settings.interest,
             source_weight=recs.source_weight,
             target_weight=recs.target_weight,
         )
+        if query is None or self.prior is None:
+            return query
+        return scale_query(query, self.prior.weight(state, case.domain))
 
     def scores(self, cases: list[EvalCase], domain: str) -> np.ndarray:
         dimension = self.embeddings[domain].shape[1]

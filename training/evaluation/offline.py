@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from stream.dataset import Dataset
 from stream.encoder import TextEncoder
+from stream.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.cases import EVALUATION_SPLITS, GROUPS, EvalCase, EvalData, load_cases
 from training.evaluation.methods import (
@@ -43,6 +44,7 @@ from training.evaluation.ranking import (
 from training.evaluation.statistics import versus_best_other
 from training.item_space import ItemSpace
 from training.model import ModelConfig
+from training.prior import fit_weights, held_out_cases, prior_of
 from training.sasrec import SASRecConfig
 from training.train import TrainConfig, build_examples, train_model
 from training.validation import Validation, build_validation, split_validation
@@ -184,6 +186,42 @@ def _validation_users(
     return training, build_validation(space, held, max_history), "held-out training users"
 
 
+def fit_zero_shot_prior(
+    dataset: Dataset,
+    space: ItemSpace,
+    splits: tuple[str, ...],
+    data: EvalData,
+    embeddings: dict[str, np.ndarray],
+    settings: Settings,
+    seed: int,
+) -> dict:
+    """The weights of version 0's popularity prior, fitted as the trainer fits them, on the
+    users that pick the training epoch (see :func:`_validation_users`): ``cold_weight``,
+    ``warm_weight``, the NDCG@10 of each weight tried, and the users' source."""
+    cases: dict[str, list[EvalCase]] = {}
+    if "valid" not in splits:
+        valid = load_cases(dataset, ("valid",))
+        if valid.cases["warm"]:
+            cases, source, training = valid.cases, "split valid", valid.training
+    if not cases:
+        remaining, cases = held_out_cases(data.training["warm"], seed)
+        source, training = "held-out training users", {group: remaining for group in GROUPS}
+    counts = {
+        group: np.asarray(interaction_matrix(space, training[group]).sum(axis=0)).ravel()
+        for group in GROUPS
+    }
+    cold, warm, curves = fit_weights(space, embeddings, settings, cases, counts)
+    return {
+        "cold_weight": cold,
+        "warm_weight": warm,
+        "ndcg@10_by_weight": {
+            group: {str(w): v for w, v in c.items()} for group, c in curves.items()
+        },
+        "fitted_on": source,
+        "users": {group: len(cases.get(group, [])) for group in GROUPS},
+    }
+
+
 def evaluate_offline(
     dataset_dir: Path,
     settings: Settings,
@@ -197,10 +235,13 @@ def evaluate_offline(
     model: torch.nn.Module | None = None,
     train: TrainConfig | None = None,
     progress: bool = True,
+    priors: dict[str, PopularityPrior] | None = None,
 ) -> dict:
     """Evaluate ``methods`` (and ``model`` as "trained") on the dataset; returns the metrics
     document (see the CLI). With ``train``, a model is first trained on the training signal
-    that contains no evaluation target and nothing of the removed cold-start events."""
+    that contains no evaluation target and nothing of the removed cold-start events.
+    ``priors``, when given, receives version 0's popularity prior of each group, which a
+    streaming evaluation then serves (``zero_shot`` only)."""
     started = time.perf_counter()
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -258,6 +299,9 @@ def evaluate_offline(
             peers.append(Trained(sasrec, space, name="sasrec"))
     elif any(name in TRAINED_METHODS for name in methods):
         log.info("methods %s need training: pass --train-epochs to evaluate them", TRAINED_METHODS)
+    prior_fit: dict | None = None
+    if "zero_shot" in methods and embeddings is not None:
+        prior_fit = fit_zero_shot_prior(dataset, space, splits, data, embeddings, settings, seed)
     candidates = sample_negatives(data.cases["warm"], space, negatives, seed)
 
     full: dict[str, dict] = defaultdict(dict)
@@ -276,8 +320,13 @@ def evaluate_offline(
                 built.append(Popularity(space, training))
             elif name == "cooccurrence_knn":
                 built.append(ItemKNN(space, training))
-            elif name == "zero_shot" and embeddings is not None:
-                built.append(ZeroShotText(space, embeddings, settings))
+            elif name == "zero_shot" and embeddings is not None and prior_fit is not None:
+                prior = prior_of(
+                    space, popularity, prior_fit["cold_weight"], prior_fit["warm_weight"]
+                )
+                if priors is not None:
+                    priors[group] = prior
+                built.append(ZeroShotText(space, embeddings, settings, prior))
         built.extend(peers)
         if model is not None:
             built.append(Trained(model, space))
@@ -317,5 +366,6 @@ def evaluate_offline(
             "skipped": data.skipped,
             "seed": seed,
             "training": training_summary,
+            "zero_shot_prior": prior_fit,
         },
     }

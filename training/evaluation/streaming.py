@@ -18,14 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas import ZERO_SHOT_VERSION
 from stream.consume import follow
 from stream.dataset import Dataset
+from stream.prior import PopularityPrior
 from stream.replay import replay_dataset
 from stream.settings import Settings
 from stream.supervisor import WorkerProcess
 from stream.topics import create_topics
+from training.artifacts import save_prior
 from training.evaluation.cases import EVALUATION_SPLITS, EvalCase, load_cases
 from training.evaluation.ranking import rank_metrics
+from training.model_store import ModelStore
+from training.publisher import model_update_for, publish_update
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ def streaming_settings(base: Settings, domains: list[str], work_dir: Path, top_k
                 }
             ),
             "worker": base.worker.model_copy(update={"state_dir": work_dir / "state"}),
+            "models": base.models.model_copy(update={"store": str(work_dir / "models")}),
             "metrics": base.metrics.model_copy(update={"port": 0}),
         }
     )
@@ -112,11 +118,14 @@ def evaluate_streaming(
     top_k: int = 20,
     rate: float = 300.0,
     timeout: float = 900.0,
+    priors: dict[str, PopularityPrior] | None = None,
 ) -> dict:
     """Replay, run a worker, score what it published; returns per group metrics and lists.
 
     Events are replayed in event-time order at ``rate`` per second, as live traffic arrives,
-    so that the worker sees each user's domains interleaved as they happened."""
+    so that the worker sees each user's domains interleaved as they happened. With
+    ``priors`` (group → version 0's popularity prior, as the offline evaluation fitted it),
+    each group's prior is published as the serving version before its worker starts."""
     dataset = Dataset(dataset_dir)
     domains = sorted({item.domain for item in dataset.items()})
     results: dict = {}
@@ -131,6 +140,18 @@ def evaluate_streaming(
         settings = streaming_settings(base, domains, group_dir, top_k)
         create_topics(settings)
         replay_dataset(settings, folder, include_events=False, progress=False)
+        if priors is not None and group in priors:
+            version = f"{ZERO_SHOT_VERSION}-prior-{group}-{uuid.uuid4().hex[:6]}"
+            stored = save_prior(
+                priors[group],
+                ModelStore(settings.models.store).path_of(version),
+                version=version,
+                parent_version=None,
+                data_window={},
+                metrics={},
+                fit={"source": "offline evaluation"},
+            )
+            publish_update(settings, model_update_for(stored))
         worker = WorkerProcess(settings, group_dir / "worker.log")
         started = time.perf_counter()
         try:
