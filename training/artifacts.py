@@ -186,7 +186,7 @@ def load_version(directory: Path) -> LoadedModel | LoadedPrior:
     manifest = _read_manifest(directory)
     if manifest["kind"] == PRIOR_KIND:
         return _load_prior(directory, manifest)
-    return load_artifact(directory)
+    return _load_model(directory, manifest)
 
 
 def _load_prior(directory: Path, manifest: dict) -> LoadedPrior:
@@ -225,7 +225,11 @@ def load_artifact(directory: Path, text: np.ndarray | None = None) -> LoadedMode
     """Validate and load a model artifact. ``text`` holds the item text embeddings in the
     artifact's item order; without it the model gets zeros (enough for checks, not for
     serving)."""
-    manifest = _read_manifest(directory)
+    return _load_model(directory, _read_manifest(directory), text)
+
+
+def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None) -> LoadedModel:
+    """The model of a folder whose manifest and file checksums were just verified."""
     if manifest["kind"] != MODEL_KIND or "model_config" not in manifest:
         raise ArtifactRefused(
             "manifest_invalid", f"{directory} holds a {manifest['kind']}, not a model"

@@ -42,13 +42,14 @@ from training.evaluation.methods import (
     ZeroShotText,
     embed_catalog,
     interaction_matrix,
+    item_counts,
 )
 from training.evaluation.offline import evaluate_method, sample_negatives
 from training.event_log import HELD_OUT, Window, snapshot_window
 from training.item_space import ItemSpace
 from training.model import ModelConfig, TransferModel
 from training.model_store import ModelStore
-from training.prior import fit_weights, prior_of
+from training.prior import fit_record, fit_weights, prior_of
 from training.publisher import (
     CANDIDATE_KEY,
     UPDATE_KEY,
@@ -160,7 +161,7 @@ def run_job(
         ):
             # No trained model serves yet: refresh version 0's popularity prior before training,
             # so that a deployment serves better than a popularity chart within minutes.
-            serving_loaded = _fit_prior(settings, data, space, embeddings, stats.to_dict())
+            serving_loaded = _fit_prior(settings, store, data, space, embeddings, stats.to_dict())
             serving_version = serving_loaded.version
             prior_update = model_update_for(store.path_of(serving_version))
             if publish:
@@ -307,6 +308,7 @@ def _load_serving(
 
 def _fit_prior(
     settings: Settings,
+    store: ModelStore,
     data: EvalData,
     space: ItemSpace,
     embeddings: dict[str, np.ndarray],
@@ -314,26 +316,19 @@ def _fit_prior(
 ) -> LoadedPrior:
     """Count the window, fit the prior's weights on the held-out users, store the version."""
     started = time.perf_counter()
-    counts = {
-        group: np.asarray(interaction_matrix(space, data.training[group]).sum(axis=0)).ravel()
-        for group in GROUPS
-    }
+    counts = {group: item_counts(space, data.training[group]) for group in GROUPS}
     cold, warm, curves = fit_weights(space, embeddings, settings, data.cases, counts)
     prior = prior_of(space, counts["warm"], cold, warm)
     version = new_version()
-    fit = {
-        "ndcg@10_by_weight": {g: {str(w): v for w, v in c.items()} for g, c in curves.items()},
-        "users": {group: len(data.cases[group]) for group in GROUPS},
-    }
     metrics = {f"{group}.ndcg@10": max(curves[group].values()) for group in GROUPS}
     folder = save_prior(
         prior,
-        ModelStore(settings.models.store).path_of(version),
+        store.path_of(version),
         version=version,
         parent_version=ZERO_SHOT_VERSION,
         data_window=window,
         metrics=metrics,
-        fit=fit,
+        fit=fit_record(curves, data.cases),
     )
     log.info(
         "popularity prior stored version=%s cold_weight=%s warm_weight=%s seconds=%.1f path=%s",

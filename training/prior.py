@@ -20,8 +20,8 @@ from stream.dataset import DatasetInteraction
 from stream.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.cases import GROUPS, EvalCase
-from training.evaluation.methods import ZeroShotText
-from training.evaluation.ranking import ndcg_gains, target_ranks
+from training.evaluation.methods import ZeroShotText, mask_history
+from training.evaluation.ranking import id_order, ndcg_gains, target_ranks
 from training.item_space import ItemSpace
 from training.validation import split_validation
 
@@ -82,13 +82,10 @@ def fit_weights(
         gains: dict[float, list[np.ndarray]] = {weight: [] for weight in WEIGHT_GRID}
         for domain, domain_cases in by_domain.items():
             ids = space.item_ids[domain]
-            order = np.empty(len(ids), dtype=np.int64)
-            order[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
+            order = id_order(ids)
             bias = prior.bias(domain, ids)
             cosine = text.scores(domain_cases, domain)
-            for row, case in enumerate(domain_cases):
-                seen = [space.local(domain, e.item_id) for e in case.history if e.domain == domain]
-                cosine[row, [p for p in seen if p is not None]] = -np.inf
+            mask_history(cosine, domain_cases, space, domain)
             targets = np.array([space.local(domain, c.target.item_id) for c in domain_cases])
             for weight in WEIGHT_GRID:
                 scores = (cosine / np.float32(weight)).astype(np.float32) + bias
@@ -110,3 +107,14 @@ def fit_weights(
             curves[group][chosen[group]],
         )
     return chosen["cold"], chosen["warm"], curves
+
+
+def fit_record(curves: dict[str, dict[float, float]], cases: dict[str, list[EvalCase]]) -> dict:
+    """What a fit tried and on how many users, for a manifest or a metrics document."""
+    return {
+        "ndcg@10_by_weight": {
+            group: {str(weight): value for weight, value in curve.items()}
+            for group, curve in curves.items()
+        },
+        "users": {group: len(cases.get(group, [])) for group in GROUPS},
+    }

@@ -52,6 +52,19 @@ def interaction_matrix(space: ItemSpace, sequences: list[list]) -> sparse.csr_ma
     return sparse.csr_matrix((values, (rows, columns)), shape=(len(sequences), space.size))
 
 
+def item_counts(space: ItemSpace, sequences: list[list]) -> np.ndarray:
+    """How many of ``sequences`` met each item, in ``space`` order (the popularity count)."""
+    return np.asarray(interaction_matrix(space, sequences).sum(axis=0)).ravel()
+
+
+def mask_history(scores: np.ndarray, cases: list[EvalCase], space: ItemSpace, domain: str) -> None:
+    """Set to -inf each case's history items of ``domain`` (the full protocol never
+    recommends them, as the worker masks seen items)."""
+    for row, case in enumerate(cases):
+        seen = [space.local(domain, e.item_id) for e in case.history if e.domain == domain]
+        scores[row, [p for p in seen if p is not None]] = -np.inf
+
+
 class Method(Protocol):
     name: str
 

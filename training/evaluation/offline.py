@@ -32,9 +32,12 @@ from training.evaluation.methods import (
     ZeroShotText,
     embed_catalog,
     interaction_matrix,
+    item_counts,
+    mask_history,
 )
 from training.evaluation.ranking import (
     diversity,
+    id_order,
     ndcg_gains,
     novelty,
     rank_metrics,
@@ -44,7 +47,7 @@ from training.evaluation.ranking import (
 from training.evaluation.statistics import versus_best_other
 from training.item_space import ItemSpace
 from training.model import ModelConfig
-from training.prior import fit_weights, held_out_cases, prior_of
+from training.prior import fit_record, fit_weights, held_out_cases, prior_of
 from training.sasrec import SASRecConfig
 from training.train import TrainConfig, build_examples, train_model
 from training.validation import Validation, build_validation, split_validation
@@ -101,9 +104,7 @@ def evaluate_method(
     sampled_ranks: dict[str, list[np.ndarray]] = defaultdict(list)
     lists: dict[str, list[np.ndarray]] = defaultdict(list)
     for domain, domain_cases in by_domain.items():
-        ids = space.item_ids[domain]
-        order = np.empty(len(ids), dtype=np.int64)
-        order[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
+        order = id_order(space.item_ids[domain])
         for start in range(0, len(domain_cases), _CHUNK):
             chunk = domain_cases[start : start + _CHUNK]
             scores = method.scores(chunk, domain)
@@ -113,9 +114,7 @@ def evaluate_method(
             sampled_ranks[domain].append(
                 target_ranks(sampled, np.zeros(len(chunk), dtype=int), order[picked])
             )
-            for row, case in enumerate(chunk):  # full protocol: the history is never recommended
-                seen = [space.local(domain, e.item_id) for e in case.history if e.domain == domain]
-                scores[row, [p for p in seen if p is not None]] = -np.inf
+            mask_history(scores, chunk, space, domain)
             full_ranks[domain].append(target_ranks(scores, targets, order))
             lists[domain].append(top_lists(scores, 10))
 
@@ -206,19 +205,13 @@ def fit_zero_shot_prior(
     if not cases:
         remaining, cases = held_out_cases(data.training["warm"], seed)
         source, training = "held-out training users", {group: remaining for group in GROUPS}
-    counts = {
-        group: np.asarray(interaction_matrix(space, training[group]).sum(axis=0)).ravel()
-        for group in GROUPS
-    }
+    counts = {group: item_counts(space, training[group]) for group in GROUPS}
     cold, warm, curves = fit_weights(space, embeddings, settings, cases, counts)
     return {
         "cold_weight": cold,
         "warm_weight": warm,
-        "ndcg@10_by_weight": {
-            group: {str(w): v for w, v in c.items()} for group, c in curves.items()
-        },
+        **fit_record(curves, cases),
         "fitted_on": source,
-        "users": {group: len(cases.get(group, [])) for group in GROUPS},
     }
 
 

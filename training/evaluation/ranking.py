@@ -7,6 +7,8 @@ many items equally (popularity) this is a random tie-break, not a flattering one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 KS = (5, 10, 20)
@@ -23,6 +25,13 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, order: np.ndarray) -> 
     before = (scores == target_scores[:, None]) & (order < target_order[:, None])
     ranks = 1 + greater + before.sum(axis=1)
     return np.where(np.isneginf(target_scores), scores.shape[1] + 1, ranks).astype(np.int64)
+
+
+def id_order(item_ids: Sequence[str]) -> np.ndarray:
+    """Each item's position in item-id order: the tie-break :func:`target_ranks` takes."""
+    order = np.empty(len(item_ids), dtype=np.int64)
+    order[np.argsort(np.array(item_ids, dtype=object), kind="stable")] = np.arange(len(item_ids))
+    return order
 
 
 def ndcg_gains(ranks: np.ndarray, k: int = 10) -> np.ndarray:
