@@ -1,7 +1,7 @@
 """Hot swap under load: how long the worker's event loop stalls while a new model version is
 prepared and swapped in, and how soon the first recommendation of that version comes out.
 
-``python -m bench.swap --json OUT.json`` (and ``xdrec bench swap``) starts a local broker of its
+``python -m bench.swap --json OUT.json`` starts a local broker of its
 own (or uses ``--bootstrap-servers``), builds a movies catalog of the bundled sample items padded
 with synthetic ones (so the new version has a realistic number of items to project), trains a
 small model of the sample catalog, starts one real ``xdrec worker`` and streams books and music
@@ -91,13 +91,13 @@ from bench.kafka_io import (
 from bench.resilience import store_items
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.encoder import TextEncoder, item_text
+from stream.model.artifacts import save_artifact
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig
 from stream.sample import sample_interactions, sample_items
 from stream.settings import Settings
 from stream.supervisor import WorkerProcess
 from stream.transport import OutgoingMessage, make_consumer
-from training.artifacts import save_artifact
-from training.item_space import ItemSpace
-from training.model import ModelConfig
 from training.publisher import model_update_for, publish_update
 from training.train import TrainConfig, build_examples, train_model
 

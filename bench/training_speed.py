@@ -29,8 +29,8 @@ import torch
 from torch.nn import functional as F
 
 from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, failed_rows
-from training.item_space import ItemSpace
-from training.model import ModelConfig
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig
 from training.train import (
     Examples,
     TrainConfig,

@@ -8,7 +8,7 @@ are decomposed; the terms of older ones are the part of the score that no listed
 
 Trained versions decompose over the positions of the model's input: mean pooling and the
 residual head are linear, so the score is one term per history position plus a constant
-(:meth:`training.model.TransferModel.user_parts`). A position's output also carries what
+(:meth:`stream.model.transfer.TransferModel.user_parts`). A position's output also carries what
 attention mixed in from other items, so the shares are checked by ablation (leaving out the
 top-attributed item must hurt more than leaving out another); ``docs/explanations.md`` says how.
 

@@ -140,7 +140,7 @@ class ZeroShotScorer:
         return scale_query(query, weight), explainer
 
     def weight(self, state: UserState, target: str) -> float:
-        """What the user's cosine query is divided by: 1 here (see ``stream.prior``)."""
+        """What the user's cosine query is divided by: 1 here (see ``stream.model.prior``)."""
         return 1.0
 
     def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]:

@@ -27,7 +27,7 @@ from stream.changelog import StateChangelog
 from stream.emit import EmittedRecommendation
 from stream.encoder import TextEncoder
 from stream.metrics import WorkerMetrics
-from stream.model_watcher import ModelWatcher
+from stream.model.watcher import ModelWatcher
 from stream.processor import (
     ZERO_SHOT_VERSION,
     BatchOutput,

@@ -261,7 +261,7 @@ def normalize(total: np.ndarray) -> tuple[np.ndarray, float] | None:
 
 def scale_query(query: np.ndarray, weight: float) -> np.ndarray:
     """``query / weight`` in float32: a per-user scale that sets how much an index's bias
-    counts against the cosine (``stream.prior``); a weight of 1 returns the query itself."""
+    counts against the cosine (``stream.model.prior``); a weight of 1 returns the query itself."""
     if weight == 1.0:
         return query
     return (query / np.float32(weight)).astype(np.float32, copy=False)

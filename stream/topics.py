@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact"}
 
+# Keys on the compacted model-updates topic: the version every worker serves, and the one
+# served to a share of users only (online comparison; a tombstone ends it).
+UPDATE_KEY = b"serving"
+CANDIDATE_KEY = b"candidate"
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:

@@ -27,9 +27,10 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel
-from training.train import Examples, TrainConfig, new_model, resolve_device, train_model
+from stream.encoder import resolve_device
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig, TransferModel
+from training.train import Examples, TrainConfig, new_model, train_model
 from training.validation import Validation
 
 log = logging.getLogger(__name__)

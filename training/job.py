@@ -25,8 +25,7 @@ import torch
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.dataset import Dataset
 from stream.encoder import TextEncoder
-from stream.settings import Settings
-from training.artifacts import (
+from stream.model.artifacts import (
     MANIFEST,
     ArtifactRefused,
     LoadedModel,
@@ -35,6 +34,10 @@ from training.artifacts import (
     save_artifact,
     save_prior,
 )
+from stream.model.item_space import ItemSpace
+from stream.model.store import ModelStore
+from stream.model.transfer import ModelConfig, TransferModel
+from stream.settings import Settings
 from training.evaluation.cases import GROUPS, EvalData, load_cases
 from training.evaluation.methods import (
     Method,
@@ -46,9 +49,6 @@ from training.evaluation.methods import (
 )
 from training.evaluation.offline import evaluate_method, sample_negatives
 from training.event_log import HELD_OUT, Window, snapshot_window
-from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel
-from training.model_store import ModelStore
 from training.prior import fit_record, fit_weights, prior_of
 from training.publisher import (
     CANDIDATE_KEY,
@@ -140,7 +140,7 @@ def run_job(
                 f"no held-out user has 2+ events in the window ({stats.users} users): widen the "
                 "window or raise trainer.holdout_share",
             )
-        space = ItemSpace.from_data(data)
+        space = data.item_space()
         encoder = TextEncoder(
             settings.encoder.model_path,
             max_length=settings.encoder.max_length,

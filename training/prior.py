@@ -1,4 +1,4 @@
-"""Fitting the popularity prior of version 0 (``stream.prior``) to an event log.
+"""Fitting the popularity prior of version 0 (``stream.model.prior``) to an event log.
 
 The counts are the number of users who met each item, as the popularity baseline counts them.
 The two weights are chosen on held-out users, each group on its own cases: the weight that
@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from stream.dataset import DatasetInteraction
-from stream.prior import PopularityPrior
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.cases import GROUPS, EvalCase
 from training.evaluation.methods import ZeroShotText, mask_history
 from training.evaluation.ranking import id_order, ndcg_gains, target_ranks
-from training.item_space import ItemSpace
 from training.validation import split_validation
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,11 @@ from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, ZERO_SHOT_VERSION, ModelUpdate
+from stream.model.artifacts import MANIFEST, WEIGHTS, load_version
+from stream.model.store import ModelStore
 from stream.settings import Settings
+from stream.topics import CANDIDATE_KEY, UPDATE_KEY
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
-from training.artifacts import MANIFEST, WEIGHTS, load_version
-from training.model_store import ModelStore
-
-UPDATE_KEY = b"serving"
-# A version served to a share of users only (online comparison); a tombstone ends it.
-CANDIDATE_KEY = b"candidate"
 
 
 def model_update_for(artifact: Path) -> ModelUpdate:

@@ -31,8 +31,9 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel, history_tensors, right_aligned
+from stream.encoder import resolve_device
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig, TransferModel, history_tensors, right_aligned
 from training.sasrec import SASRec, SASRecConfig
 from training.validation import Validation, validation_scores
 
@@ -129,12 +130,6 @@ def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     floor = config.final_lr_share
     return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def new_model(

@@ -18,14 +18,13 @@ from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, TrainingRequest
 from stream.settings import Settings
+from stream.state import SECONDS_PER_DAY
 from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 from training.event_log import Window
 from training.job import JobFailed, JobResult, run_job
 from training.trainer_metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
-
-SECONDS_PER_DAY = 86_400.0
 
 
 def manual_request(requested_by: str = "cli") -> TrainingRequest:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.item_space import ItemSpace
-from training.model import history_tensors, right_aligned
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import history_tensors, right_aligned
 
 T = TypeVar("T")
 

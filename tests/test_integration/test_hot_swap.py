@@ -18,10 +18,10 @@ from support import WorkerProcess, produce, read_topic, user_event
 
 from bench.swap import train_sample_artifact
 from stream.dataset import Dataset
+from stream.model.artifacts import MANIFEST, WEIGHTS, sha256_of
 from stream.replay import replay_dataset
 from stream.sample import sample_items, write_sample_dataset
 from stream.settings import Settings
-from training.artifacts import MANIFEST, WEIGHTS, sha256_of
 from training.publisher import model_update_for, publish_update
 
 pytestmark = pytest.mark.integration

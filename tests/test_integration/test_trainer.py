@@ -22,11 +22,11 @@ from support import REPO, WorkerProcess, produce, read_topic, user_event
 
 from schemas import SCHEMA_VERSION, ModelUpdate, TrainingRequest
 from stream.dataset import Dataset
+from stream.model.artifacts import MANIFEST
 from stream.replay import replay_dataset
 from stream.settings import Settings, settings_env
 from stream.supervisor import TRAINER_READY_LINE
 from stream.transport import OutgoingMessage
-from training.artifacts import MANIFEST
 
 pytestmark = pytest.mark.integration
 

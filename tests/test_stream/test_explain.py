@@ -15,12 +15,12 @@ from memory_catalog import MemoryCatalog
 from bench.swap import train_sample_artifact
 from schemas import Recommendation
 from stream.encoder import TextEncoder, item_text
-from stream.model_scoring import ModelScorer
+from stream.model.artifacts import load_artifact
+from stream.model.scorer import ModelScorer
 from stream.processor import BatchProcessor, Scorer, SourceRecord
 from stream.sample import item_genre, sample_items
 from stream.settings import Settings
 from stream.state import UserState
-from training.artifacts import load_artifact
 
 T0 = 1_704_067_200.0
 FIRST, SECOND = "science_fiction", "romance"

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig, TransferModel
 from training.distributed import train_with_torchrun
-from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel
 from training.train import (
     Examples,
     Towers,

@@ -27,9 +27,9 @@ import pytest
 
 from stream.dataset import Dataset
 from stream.encoder import TextEncoder
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig
 from stream.settings import Settings
-from training.item_space import ItemSpace
-from training.model import ModelConfig
 from training.train import (
     TrainConfig,
     build_examples,

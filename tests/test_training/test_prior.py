@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from stream.dataset import DatasetInteraction
+from stream.model.item_space import ItemSpace
 from stream.settings import Settings
 from training.evaluation.cases import EvalCase
-from training.item_space import ItemSpace
 from training.prior import WEIGHT_GRID, fit_weights, held_out_cases, prior_of
 
 MOVIES = [f"m{i:02d}" for i in range(40)]

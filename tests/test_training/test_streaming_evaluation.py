@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stream.dataset import Dataset
-from stream.prior import PopularityPrior
+from stream.model.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.offline import evaluate_offline
 from training.evaluation.streaming import evaluate_streaming

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.item_space import ItemSpace
-from training.model import ModelConfig
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import ModelConfig
 from training.sasrec import SASRec, SASRecConfig
 from training.train import (
     TrainConfig,

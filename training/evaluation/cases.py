@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from stream.dataset import Dataset, DatasetInteraction, DatasetItem
+from stream.model.item_space import ItemSpace
 
 EVALUATION_SPLITS = ("valid", "test")
 GROUPS = ("cold", "warm")
@@ -41,6 +42,12 @@ class EvalData:
     @property
     def domains(self) -> list[str]:
         return sorted(self.items)
+
+    def item_space(self) -> ItemSpace:
+        """Rows for every item of the dataset's catalog, in file order per domain."""
+        return ItemSpace.from_ids(
+            {domain: [item.item_id for item in self.items[domain]] for domain in self.domains}
+        )
 
 
 def load_cases(

@@ -7,7 +7,7 @@
   the same state update (:func:`stream.state.apply_event`), the same query
   (:func:`stream.state.interest_query`) and the same scorer (:func:`stream.scoring.score_items`)
   over the same item embeddings, with the popularity prior the trainer would publish
-  (``stream.prior``, fitted by ``training.prior``) when one is given.
+  (``stream.model.prior``, fitted by ``training.prior``) when one is given.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from tqdm import tqdm
 
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
-from stream.prior import PopularityPrior
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PopularityPrior
+from stream.model.projection import history_rows, project_items
+from stream.model.transfer import history_tensors, right_aligned
 from stream.replay import event_type_of
 from stream.scoring import DomainIndex, score_items
 from stream.settings import Settings
@@ -35,9 +38,6 @@ from stream.state import (
     state_time,
 )
 from training.evaluation.cases import EvalCase, EvalData
-from training.item_space import ItemSpace
-from training.model import history_tensors, right_aligned
-from training.projection import history_rows, project_items
 
 
 def interaction_matrix(space: ItemSpace, sequences: list[list]) -> sparse.csr_matrix:
@@ -103,7 +103,7 @@ class ItemKNN:
 
 class ZeroShotText:
     """Version 0 as the worker serves it: with ``prior``, the popularity prior's version
-    (``stream.prior``), whose index bias and per-user query scale are applied the same way."""
+    (``stream.model.prior``), whose index bias and per-user query scale are applied the same way."""
 
     name = "zero_shot"
 
@@ -226,7 +226,7 @@ class Trained:
     """A transfer model: the user's recent items (all domains) → user vector, dot products with
     the target domain's items. ``model_space`` is the model's own item space: a stored version
     judged on newer data gets text-only vectors for items it has never seen, exactly as the
-    worker serves it (see training.projection); ``embeddings`` are needed only for those."""
+    worker serves it (see stream.model.projection); ``embeddings`` are needed only for those."""
 
     def __init__(
         self,

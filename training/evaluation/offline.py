@@ -21,7 +21,9 @@ from tqdm import tqdm
 
 from stream.dataset import Dataset
 from stream.encoder import TextEncoder
-from stream.prior import PopularityPrior
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PopularityPrior
+from stream.model.transfer import ModelConfig
 from stream.settings import Settings
 from training.evaluation.cases import EVALUATION_SPLITS, GROUPS, EvalCase, EvalData, load_cases
 from training.evaluation.methods import (
@@ -45,8 +47,6 @@ from training.evaluation.ranking import (
     top_lists,
 )
 from training.evaluation.statistics import versus_best_other
-from training.item_space import ItemSpace
-from training.model import ModelConfig
 from training.prior import fit_record, fit_weights, held_out_cases, prior_of
 from training.sasrec import SASRecConfig
 from training.train import TrainConfig, build_examples, train_model
@@ -241,7 +241,7 @@ def evaluate_offline(
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
     dataset = Dataset(dataset_dir)
     data: EvalData = load_cases(dataset, splits, max_users)
-    space = ItemSpace.from_data(data)
+    space = data.item_space()
     log.info(
         "evaluation cases loaded cold=%d warm=%d items=%d skipped=%s",
         len(data.cases["cold"]),

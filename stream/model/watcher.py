@@ -3,7 +3,7 @@
 A valid artifact becomes a scorer (a :class:`ModelScorer`, or a :class:`PriorScorer` for
 version 0 with a popularity prior) handed to the runtime, which swaps it in between two
 batches; an invalid one is refused with a log line and a metric, and the serving version
-stays. Refusal reasons are bounded labels (see ``training.artifacts``).
+stays. Refusal reasons are bounded labels (see ``stream.model.artifacts``).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pydantic import ValidationError
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.catalog import ItemCatalog
 from stream.metrics import WorkerMetrics
-from stream.model_scoring import ModelScorer
-from stream.prior import PriorScorer
+from stream.model.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version
+from stream.model.prior import PriorScorer
+from stream.model.scorer import ModelScorer
+from stream.model.store import ModelStore
 from stream.processor import Scorer, ZeroShotScorer
 from stream.settings import Settings
+from stream.topics import CANDIDATE_KEY
 from stream.transport import make_consumer
-from training.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version
-from training.model_store import ModelStore
-from training.publisher import CANDIDATE_KEY
 
 log = logging.getLogger(__name__)
 

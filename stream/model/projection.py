@@ -11,13 +11,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from training.item_space import ItemSpace
-from training.model import TransferModel
-from training.sasrec import SASRec
+from stream.model.item_space import ItemSpace
+from stream.model.transfer import TransferModel
 
 
 def project_items(
-    model: TransferModel | SASRec,
+    model: torch.nn.Module,
     space: ItemSpace,
     domain: str,
     item_ids: list[str],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream.prior import PopularityPrior, PriorScorer
+from stream.model.prior import PopularityPrior, PriorScorer
 from stream.processor import ZeroShotScorer
 from stream.scoring import DomainIndex, score_items, top_k
 from stream.settings import Settings

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from training.artifacts import MANIFEST, ArtifactRefused
+from stream.model.artifacts import MANIFEST, ArtifactRefused
 
 VERSION_PATTERN = re.compile(r"^v[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.evaluation.cases import EvalData
-
 
 @dataclass
 class ItemSpace:
@@ -16,12 +14,6 @@ class ItemSpace:
     item_ids: dict[str, list[str]]
     offsets: dict[str, int]
     index: dict[tuple[str, str], int]
-
-    @classmethod
-    def from_data(cls, data: EvalData) -> ItemSpace:
-        return cls.from_ids(
-            {domain: [item.item_id for item in data.items[domain]] for domain in data.domains}
-        )
 
     @classmethod
     def from_ids(cls, item_ids: dict[str, list[str]]) -> ItemSpace:

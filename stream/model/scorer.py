@@ -17,11 +17,11 @@ import torch
 
 from stream.catalog import ItemCatalog
 from stream.explain import TermExplainer
+from stream.model.artifacts import LoadedModel
+from stream.model.projection import project_items
+from stream.model.transfer import history_tensors, right_aligned
 from stream.scoring import DomainIndex
 from stream.state import Interaction, UserState
-from training.artifacts import LoadedModel
-from training.model import history_tensors, right_aligned
-from training.projection import project_items
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stream.prior import PopularityPrior
-from training.artifacts import (
+from stream.model.artifacts import (
     ITEMS,
     MANIFEST,
     WEIGHTS,
@@ -26,9 +25,10 @@ from training.artifacts import (
     save_prior,
     sha256_of,
 )
-from training.item_space import ItemSpace
-from training.model import ModelConfig
-from training.model_store import ModelStore
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PopularityPrior
+from stream.model.store import ModelStore
+from stream.model.transfer import ModelConfig
 from training.train import new_model
 
 CONFIG = ModelConfig(text_dim=16, dim=8, max_history=4)

@@ -4,7 +4,7 @@ before anything serves from them.
 An artifact folder holds ``model.safetensors`` (weights only: never a pickle), ``items.json``
 (the item ids behind the ID-embedding rows, per domain) and ``manifest.json`` (kind, version,
 parent, configs, data window, metrics and the sha256 of both files). A ``popularity_prior``
-artifact (version 0 with a popularity prior, ``stream.prior``) has the same three files: its
+artifact (version 0 with a popularity prior, ``stream.model.prior``) has the same three files: its
 tensors are each domain's item counts, in the order of ``items.json``. :func:`load_version`
 refuses a folder for a named reason — a wrong checksum, a file that is not safetensors, a
 wrong shape or dtype, a NaN — and never returns a half-valid model.
@@ -27,10 +27,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from stream.prior import PRIOR_KIND, PopularityPrior
-from training.item_space import ItemSpace
-from training.model import ModelConfig, TransferModel
-from training.train import new_model
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PRIOR_KIND, PopularityPrior
+from stream.model.transfer import ModelConfig, TransferModel
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -58,7 +57,7 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class LoadedPrior:
-    """Version 0 with a popularity prior (``stream.prior``): counts and weights, no model."""
+    """Version 0 with a popularity prior (``stream.model.prior``): counts and weights, no model."""
 
     version: str
     manifest: dict
@@ -250,7 +249,12 @@ def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None)
         raise ArtifactRefused(
             "shape_mismatch", f"text embeddings {text.shape} for {space.size} items"
         )
-    model = new_model(space, text, config)
+    model = TransferModel(
+        config,
+        torch.as_tensor(text),
+        torch.as_tensor(space.domain_of()),
+        len(space.domains),
+    )
     expected = model.state_dict()
     if set(weights) != set(expected):
         missing, extra = set(expected) - set(weights), set(weights) - set(expected)

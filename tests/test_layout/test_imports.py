@@ -1,0 +1,93 @@
+"""The import rules that keep the layers apart, checked on every module's source.
+
+- ``stream`` (what a worker runs) never imports ``training``: serving a model must not pull
+  in the training loop or the evaluation.
+- No product module (``stream``, ``training``, ``schemas``) imports ``bench``.
+
+An import inside a function counts as much as one at the top of a module.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCT = ("stream", "training", "schemas")
+
+# (importing module, imported package) pairs let through. Each must still be needed, so the
+# list only shrinks.
+ALLOWED: set[tuple[str, str]] = set()
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(source: str, name: str) -> set[str]:
+    """Every module ``source`` imports (absolute names; relative imports resolved)."""
+    found: set[str] = set()
+    package = name.rsplit(".", 1)[0] if "." in name else name
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                found.add(".".join([*base, node.module] if node.module else base))
+            elif node.module:
+                found.add(node.module)
+    return found
+
+
+def violations(root: Path) -> set[tuple[str, str]]:
+    """(module, forbidden package) for every rule broken under ``root``."""
+    broken: set[tuple[str, str]] = set()
+    for top in PRODUCT:
+        for path in sorted((root / top).rglob("*.py")):
+            name = module_name(path, root)
+            for imported in imported_modules(path.read_text(), name):
+                package = imported.split(".")[0]
+                if package == "bench" or (top == "stream" and package == "training"):
+                    broken.add((name, package))
+    return broken
+
+
+def test_layers_import_one_way() -> None:
+    broken = violations(REPO)
+    assert broken - ALLOWED == set(), "forbidden imports: move the shared code down a layer"
+    assert ALLOWED - broken == set(), "an allowed exception is gone: remove it from ALLOWED"
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        (
+            "stream.model.watcher",
+            "from training.train import x",
+            {("stream.model.watcher", "training")},
+        ),
+        ("stream.state", "def f():\n    import training.job\n", {("stream.state", "training")}),
+        ("training.job", "from bench.harness import y", {("training.job", "bench")}),
+        ("training.job", "from stream.model import transfer", set()),
+        ("schemas.events", "import bench", {("schemas.events", "bench")}),
+    ],
+)
+def test_a_wrong_import_is_caught(tmp_path: Path, module: str, source: str, expected: set) -> None:
+    path = tmp_path / Path(*module.split(".")).with_suffix(".py")
+    path.parent.mkdir(parents=True)
+    path.write_text(source)
+    assert violations(tmp_path) == expected
+
+
+def test_relative_imports_resolve_to_their_package() -> None:
+    assert imported_modules("from ..training import job", "stream.model.watcher") == {
+        "stream.training"
+    }
+    assert imported_modules("from . import scorer", "stream.model.watcher") == {"stream.model"}

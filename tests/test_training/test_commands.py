@@ -1,0 +1,28 @@
+"""The training commands reach ``xdrec`` through the entry point, not through an import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.cli import main
+
+
+def test_training_commands_are_plugged_into_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("evaluate", "model", "trainer"))
+
+    assert main(["model", "list", "--store", str(tmp_path / "store")]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_evaluate_without_a_dataset_says_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--out", str(tmp_path)]) == 1
+    assert "--dataset is required" in capsys.readouterr().err
