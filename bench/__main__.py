@@ -35,7 +35,7 @@ from bench import (
 )
 from bench.harness import FULL, NO_CUDA, QUICK, REPO, Context, Outcome, RowSpec
 from bench.report import DEFAULT_NOTE, machine, markdown, rows_json, write_json
-from stream.broker import start_broker, stop_broker
+from stream.devtools.broker import start_broker, stop_broker
 from stream.logs import configure_logging
 
 MODULES: tuple[ModuleType, ...] = (

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka.admin import NewTopic
 
-from stream.broker import start_broker, stop_broker
+from stream.devtools.broker import start_broker, stop_broker
+from stream.kafka.transport import OutgoingMessage, make_admin, make_producer, produce_all
 from stream.procfs import cpu_seconds
 from stream.settings import Settings
-from stream.transport import OutgoingMessage, make_admin, make_producer, produce_all
 
 PARTITIONS = 6
 TOPICS = {"plain": {}, "compacted": {"cleanup.policy": "compact"}}

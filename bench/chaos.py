@@ -58,9 +58,9 @@ from typing import Any
 
 from bench import resilience
 from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
-from stream.offline import replay_topics
+from stream.data.offline import replay_topics
+from stream.devtools.supervisor import WorkerProcess
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT_ENV = "BROKER_SESSION_TIMEOUT"

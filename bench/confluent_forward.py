@@ -13,8 +13,8 @@ import json
 import signal
 from types import FrameType
 
+from stream.kafka.transport import make_consumer, make_producer, produce_queued
 from stream.settings import Settings
-from stream.transport import make_consumer, make_producer, produce_queued
 
 
 def forward(

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from bench.harness import FULL, QUICK, Context, Outcome, RowSpec, failed_rows
+from stream.data.sample import sample_items
 from stream.encoder import TextEncoder, bundled_model_path, item_text, native_cpu_precisions
-from stream.sample import sample_items
 from stream.settings import load_settings
 
 ENCODER = "encoder_items_per_s"

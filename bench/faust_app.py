@@ -22,8 +22,8 @@ from typing import Any
 import faust
 
 from stream.batching import process_in_batches
+from stream.kafka.transport import OutgoingMessage, make_producer, produce_all
 from stream.settings import Settings
-from stream.transport import OutgoingMessage, make_producer, produce_all
 
 TAKE_BATCH = 2_000
 TAKE_WITHIN_S = 0.2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bench.harness import Child, Context, Outcome, child_env
 from bench.kafka_io import ArrivalCounter, create_topic, produce_fast, synthetic_events
-from stream.sample import sample_items
+from stream.data.sample import sample_items
 from stream.settings import Settings, settings_env
 
 _SOURCE_KEY = "noop_source"

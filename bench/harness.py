@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stream.kafka.topics import create_topics
 from stream.procfs import cpu_seconds as process_cpu_seconds
 from stream.settings import Settings, merge_sections
-from stream.topics import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 NO_CUDA = "no CUDA device"

@@ -43,11 +43,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import SCHEMA_VERSION, UserEvent
-from stream.broker import start_broker, stop_broker
-from stream.logs import configure_logging
-from stream.settings import Settings, merge_sections
-from stream.topics import create_topics
-from stream.transport import (
+from stream.devtools.broker import start_broker, stop_broker
+from stream.kafka.topics import create_topics
+from stream.kafka.transport import (
     OutgoingMessage,
     make_admin,
     make_consumer,
@@ -55,6 +53,8 @@ from stream.transport import (
     produce_all,
     produce_queued,
 )
+from stream.logs import configure_logging
+from stream.settings import Settings, merge_sections
 
 log = logging.getLogger(__name__)
 

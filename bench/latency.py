@@ -25,14 +25,14 @@ from confluent_kafka import Producer, TopicPartition
 
 from bench.harness import Child, Context, Outcome, RowSpec, child_env
 from bench.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
-from stream.sample import sample_items
-from stream.settings import Settings, settings_env
-from stream.transport import (
+from stream.data.sample import sample_items
+from stream.kafka.transport import (
     OutgoingMessage,
     make_consumer,
     make_producer,
     produce_all,
 )
+from stream.settings import Settings, settings_env
 
 XDREC_P50 = "xdrec_latency_p50_ms"
 XDREC_P99 = "xdrec_latency_p99_ms"

@@ -36,10 +36,10 @@ from bench.worker_throughput import (
     publish_items,
 )
 from schemas import SCHEMA_VERSION, UserEvent
+from stream.devtools.supervisor import WorkerProcess
+from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
 from stream.settings import Settings
 from stream.state import AppliedEvent, UserState, apply_event
-from stream.supervisor import WorkerProcess
-from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
 
 ROW = "xdrec_state_recovery_s_per_100k_keys"
 PEER = "confluent_changelog_read_s_per_100k_keys"

@@ -140,13 +140,14 @@ def markdown(
     lines += [f"- `{spec.name}`: {spec.method}." for spec in specs]
     lines += [
         "",
-        "Throughput rows share one local Kafka broker (`stream.broker.start_broker`) started for "
-        "the run; each benchmark has its own app id, topic prefix and state folder. The "
+        "Throughput rows share one local Kafka broker "
+        "(`stream.devtools.broker.start_broker`) started for the run; each benchmark has its "
+        "own app id, topic prefix and state folder. The "
         "forwarding rows (ceiling, faust, quix) read the same pre-produced events (4 partitions) "
         "and are timed from their first output message to their last, as seen by one counting "
         "consumer in the parent process, so framework start-up is not counted. The ceiling "
         "and faust's `take_confluent` row produce with xdrec's producer settings "
-        "(`stream.transport.make_producer`); the other faust rows and quix keep their own "
+        "(`stream.kafka.transport.make_producer`); the other faust rows and quix keep their own "
         "defaults. The worker rows preload the worker's item store (random unit vectors under "
         "the real encoder's fingerprint), start the worker, then produce their events and time "
         "from the first one produced to the last recommendation read.",

@@ -9,7 +9,7 @@ Every record the producer got acknowledged is identified by its ``(topic, partit
 a valid event also by its ``event_id``. After the stream has ended and the workers are stopped,
 the audit reads the authoritative state of each user (the RocksDB store of the worker that owns
 the user's partition at the end), the dead-letter topic, the recommendation topics and an
-offline single pass over the event topics (:func:`stream.offline.replay_topics`, the same
+offline single pass over the event topics (:func:`stream.data.offline.replay_topics`, the same
 processor over the same records, once each). Definitions, per acknowledged record:
 
 - **applied**: the record's ``event_id`` is in its user's stored ``recent`` interactions. The
@@ -63,20 +63,20 @@ from bench.kafka_io import PacedProducer, Planned, Sent, event_stream
 from bench.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from stream.catalog import ItemCatalog, text_digest
+from stream.data.sample import sample_items
+from stream.devtools.supervisor import ASSIGNED_LINE
 from stream.encoder import TextEncoder, item_text
-from stream.processor import recommendation_id
-from stream.sample import sample_items
-from stream.settings import Settings
-from stream.state import UserState
-from stream.state_store import UserStateStore
-from stream.supervisor import ASSIGNED_LINE
-from stream.transport import (
+from stream.kafka.transport import (
     OutgoingMessage,
     make_admin,
     make_consumer,
     make_producer,
     produce_all,
 )
+from stream.processor import recommendation_id
+from stream.settings import Settings
+from stream.state import UserState
+from stream.state_store import UserStateStore
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from bench.worker_throughput import (
     throughput,
     worker_events,
 )
+from stream.devtools.supervisor import ASSIGNED_LINE, WorkerProcess
 from stream.settings import Settings
-from stream.supervisor import ASSIGNED_LINE, WorkerProcess
 
 TWO = "xdrec_two_workers_events_per_s"
 NEEDS_BROKER = True

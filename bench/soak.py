@@ -32,9 +32,9 @@ from typing import Any
 
 from bench import resilience
 from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
+from stream.devtools.supervisor import WorkerProcess
 from stream.encoder import TextEncoder
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 LAG = "xdrec_consumer_lag_messages"

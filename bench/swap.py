@@ -90,14 +90,14 @@ from bench.kafka_io import (
 )
 from bench.resilience import store_items
 from schemas import SCHEMA_VERSION, CatalogItem
+from stream.data.sample import sample_interactions, sample_items
+from stream.devtools.supervisor import WorkerProcess
 from stream.encoder import TextEncoder, item_text
+from stream.kafka.transport import OutgoingMessage, make_consumer
 from stream.model.artifacts import save_artifact
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig
-from stream.sample import sample_interactions, sample_items
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
-from stream.transport import OutgoingMessage, make_consumer
 from training.publisher import model_update_for, publish_update
 from training.train import TrainConfig, build_examples, train_model
 

@@ -26,12 +26,12 @@ from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, cpu_seco
 from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog import ItemCatalog, text_digest
+from stream.data.sample import sample_items
+from stream.devtools.supervisor import WorkerProcess
 from stream.encoder import TextEncoder, item_text
+from stream.kafka.transport import OutgoingMessage
 from stream.procfs import command_line
-from stream.sample import sample_items
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
-from stream.transport import OutgoingMessage
 
 ROW_10K = "xdrec_worker_events_per_s_catalog_10k"
 ROW_100K = "xdrec_worker_events_per_s_catalog_100k"

@@ -17,9 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from schemas import CatalogItem, DeadLetter, EventValidator, Rejection
 from stream.catalog import ItemCatalog, text_digest
 from stream.encoder import TextEncoder, item_text
+from stream.kafka.transport import end_offsets, make_admin, make_consumer, retry_transient
 from stream.processor import SourceRecord, dead_letter
 from stream.settings import Settings
-from stream.transport import end_offsets, make_admin, make_consumer, retry_transient
 
 log = logging.getLogger(__name__)
 

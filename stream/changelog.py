@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from stream.kafka.transport import OutgoingMessage, make_consumer, retry_transient
 from stream.settings import Settings
 from stream.state_store import UserStateStore
-from stream.transport import OutgoingMessage, make_consumer, retry_transient
 
 log = logging.getLogger(__name__)
 

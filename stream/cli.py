@@ -110,7 +110,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def local_broker() -> dict[str, str]:
     """Use the broker that ``xdrec broker start`` left running, when there is one."""
-    from stream.broker import broker_status
+    from stream.devtools.broker import broker_status
 
     info = broker_status(DEFAULT_BROKER_DIR)
     return {"bootstrap_servers": info.bootstrap_servers} if info else {}
@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     if handler is not None:
         return handler(args)
     if args.command == "broker":
-        from stream.broker import broker_status, start_broker, stop_broker
+        from stream.devtools.broker import broker_status, start_broker, stop_broker
 
         if args.action == "start":
             info = start_broker(args.data_dir, args.port)
@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "topics":
-        from stream.topics import create_topics, topic_specs
+        from stream.kafka.topics import create_topics, topic_specs
 
         if args.action == "create":
             for name, outcome in create_topics(settings).items():
@@ -162,20 +162,20 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "worker":
         from stream.app import run_worker
-        from stream.transport import check_reachable
+        from stream.kafka.transport import check_reachable
 
         check_reachable(settings)
         run_worker(settings, loglevel=args.log_level)
         return 0
 
     if args.command == "replay":
-        from stream.dataset import Dataset
-        from stream.replay import replay_dataset
+        from stream.data.dataset import Dataset
+        from stream.data.replay import replay_dataset
 
         if args.sample:
             import tempfile
 
-            from stream.sample import write_sample_dataset
+            from stream.data.sample import write_sample_dataset
 
             directory = write_sample_dataset(Path(tempfile.mkdtemp(prefix="xdrec-sample-")))
         else:
@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "consume":
-        from stream.consume import (
+        from stream.devtools.consume import (
             catalog_titles,
             follow,
             format_explanation,
@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "demo":
-        from stream.demo import run_demo
+        from stream.devtools.demo import run_demo
 
         return run_demo(settings, args.workdir, rate=args.rate, exit_when_done=args.exit_when_done)
     raise AssertionError(f"unhandled command {args.command}")

@@ -26,6 +26,13 @@ from stream.catalog_reader import CatalogReader
 from stream.changelog import StateChangelog
 from stream.emit import EmittedRecommendation
 from stream.encoder import TextEncoder
+from stream.kafka.transport import (
+    OutgoingMessage,
+    is_transient,
+    make_consumer,
+    make_producer,
+    produce_all,
+)
 from stream.metrics import WorkerMetrics
 from stream.model.watcher import ModelWatcher
 from stream.processor import (
@@ -39,13 +46,6 @@ from stream.scoring import coarse_dtype
 from stream.settings import Settings
 from stream.state_store import UserStateStore
 from stream.training_trigger import TrainingTrigger
-from stream.transport import (
-    OutgoingMessage,
-    is_transient,
-    make_consumer,
-    make_producer,
-    produce_all,
-)
 
 log = logging.getLogger(__name__)
 

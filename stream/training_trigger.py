@@ -14,9 +14,9 @@ from collections import deque
 from collections.abc import Callable
 
 from schemas import SCHEMA_VERSION, TrainingRequest
+from stream.kafka.transport import OutgoingMessage
 from stream.metrics import WorkerMetrics
 from stream.settings import Settings
-from stream.transport import OutgoingMessage
 
 log = logging.getLogger(__name__)
 

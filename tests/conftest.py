@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import REPO, WorkerProcess, isolated_settings
 
-from stream.broker import BrokerInfo, start_broker, stop_broker
+from stream.devtools.broker import BrokerInfo, start_broker, stop_broker
 from stream.settings import Settings
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from schemas import SCHEMA_VERSION, UserEvent
-from stream.settings import Settings, merge_sections
-from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
-from stream.transport import (
+from stream.devtools.supervisor import WorkerProcess
+from stream.kafka.topics import create_topics
+from stream.kafka.transport import (
     OutgoingMessage,
     make_consumer,
     make_producer,
     produce_all,
     produce_tracked,
 )
+from stream.settings import Settings, merge_sections
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -133,7 +133,7 @@ def _trainer(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from stream.transport import check_reachable
+    from stream.kafka.transport import check_reachable
     from training.trainer import TrainerService, manual_request, publish_request
 
     check_reachable(settings)
@@ -173,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.dataset is None:
         raise ValueError("--dataset is required (except with --online)")
-    from stream.dataset import Dataset
+    from stream.data.dataset import Dataset
     from training.evaluation.offline import evaluate_offline
     from training.evaluation.report import write_report
     from training.train import TrainConfig
@@ -207,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         priors=priors,
     )
     if args.streaming:
-        from stream.transport import check_reachable
+        from stream.kafka.transport import check_reachable
         from training.evaluation.streaming import evaluate_streaming
 
         check_reachable(settings)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from schemas import CatalogItem, EventValidator, Rejection, UserEvent
 from stream.erasure import erased_users
+from stream.kafka.transport import make_consumer
 from stream.settings import Settings
 from stream.snapshot import read_ranges, topic_ranges
-from stream.transport import make_consumer
 
 log = logging.getLogger(__name__)
 

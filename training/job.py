@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
 from stream.encoder import TextEncoder
 from stream.model.artifacts import (
     MANIFEST,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stream.dataset import DatasetInteraction
+from stream.data.dataset import DatasetInteraction
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PopularityPrior
 from stream.settings import Settings

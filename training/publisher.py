@@ -10,11 +10,11 @@ from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, ZERO_SHOT_VERSION, ModelUpdate
+from stream.kafka.topics import CANDIDATE_KEY, UPDATE_KEY
+from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 from stream.model.artifacts import MANIFEST, WEIGHTS, load_version
 from stream.model.store import ModelStore
 from stream.settings import Settings
-from stream.topics import CANDIDATE_KEY, UPDATE_KEY
-from stream.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 
 
 def model_update_for(artifact: Path) -> ModelUpdate:

@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.catalog import ItemCatalog
+from stream.kafka.topics import CANDIDATE_KEY
+from stream.kafka.transport import make_consumer
 from stream.metrics import WorkerMetrics
 from stream.model.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version
 from stream.model.prior import PriorScorer
@@ -24,8 +26,6 @@ from stream.model.scorer import ModelScorer
 from stream.model.store import ModelStore
 from stream.processor import Scorer, ZeroShotScorer
 from stream.settings import Settings
-from stream.topics import CANDIDATE_KEY
-from stream.transport import make_consumer
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from support import WorkerProcess, produce, read_topic, require_binary, user_event
 
-from stream.broker import BrokerInfo, broker_status, start_broker, stop_broker
-from stream.dataset import Dataset
-from stream.replay import replay_dataset
-from stream.sample import write_sample_dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import write_sample_dataset
+from stream.devtools.broker import BrokerInfo, broker_status, start_broker, stop_broker
+from stream.kafka.topics import create_topics
+from stream.kafka.transport import OutgoingMessage, check_reachable, client_log, make_admin
 from stream.settings import Settings
-from stream.topics import create_topics
-from stream.transport import OutgoingMessage, check_reachable, client_log, make_admin
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def test_credentials_come_from_the_environment_and_stay_secret(
 def test_confluent_clients_create_produce_and_consume_over_sasl(
     sasl_env: BrokerInfo, tmp_path: Path
 ) -> None:
-    """stream/transport.py's admin, producer and consumer, configured only from settings."""
+    """stream/kafka/transport.py's admin, producer and consumer, configured only from settings."""
     settings = deployment_settings(tmp_path)
     check_reachable(settings)
     assert set(create_topics(settings).values()) == {"created"}
@@ -272,7 +272,7 @@ def test_credentials_from_a_config_file_work_and_a_wrong_one_fails_fast(
 
 def test_sasl_listener_is_opt_in(tmp_path: Path) -> None:
     """Without ``sasl_port`` the configuration is the plain one every other test runs on."""
-    from stream.broker import server_properties
+    from stream.devtools.broker import server_properties
 
     plain = server_properties(tmp_path, 9092, 9093)
     assert plain["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 from support import REPO
 
-from stream.broker import BrokerInfo
+from stream.devtools.broker import BrokerInfo
 
 pytestmark = pytest.mark.integration
 

@@ -37,11 +37,11 @@ from support import WorkerProcess, produce_tracked, read_topic, user_event
 
 from schemas import DeadLetter
 from schemas.contracts import DeadLetterReason
-from stream.dataset import Dataset
-from stream.replay import replay_dataset
-from stream.sample import sample_items, write_sample_dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import sample_items, write_sample_dataset
+from stream.kafka.transport import OutgoingMessage
 from stream.settings import LimitSettings, Settings
-from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 from support import WorkerProcess, produce, read_topic, user_event
 
 from bench.swap import train_sample_artifact
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import sample_items, write_sample_dataset
 from stream.model.artifacts import MANIFEST, WEIGHTS, sha256_of
-from stream.replay import replay_dataset
-from stream.sample import sample_items, write_sample_dataset
 from stream.settings import Settings
 from training.publisher import model_update_for, publish_update
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from support import REPO, WorkerProcess, produce, read_topic, require_binary, user_event
 
-from stream.dataset import Dataset
-from stream.replay import replay_dataset
-from stream.sample import write_sample_dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import write_sample_dataset
+from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings
-from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ import pytest
 from support import REPO, WorkerProcess, produce, read_topic, user_event
 
 from bench.resilience import RecSeen, compare_states, rec_groups, stored_states
-from stream.dataset import Dataset
-from stream.offline import replay_topics
-from stream.replay import replay_dataset
-from stream.sample import item_genre, sample_items, write_sample_dataset
+from stream.data.dataset import Dataset
+from stream.data.offline import replay_topics
+from stream.data.replay import replay_dataset
+from stream.data.sample import item_genre, sample_items, write_sample_dataset
+from stream.devtools.supervisor import process_running
+from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings, settings_env
-from stream.supervisor import process_running
-from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
 

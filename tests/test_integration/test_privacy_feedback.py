@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from support import WorkerProcess, produce, read_topic, user_event
 
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import item_genre, sample_items, write_sample_dataset
 from stream.erasure import request_erasure
-from stream.replay import replay_dataset
-from stream.sample import item_genre, sample_items, write_sample_dataset
 from stream.settings import Settings
 from stream.state_store import UserStateStore
 from training.event_log import Window, snapshot_window

@@ -19,8 +19,8 @@ import pytest
 from support import REPO, WorkerProcess, isolated_settings
 
 from bench import resilience
-from stream.broker import BrokerInfo, restart_broker, start_broker, stop_broker
-from stream.offline import replay_topics
+from stream.data.offline import replay_topics
+from stream.devtools.broker import BrokerInfo, restart_broker, start_broker, stop_broker
 from stream.settings import Settings
 from stream.state import UserState
 

@@ -21,12 +21,12 @@ from datasets import T0, write_clustered_dataset
 from support import REPO, WorkerProcess, produce, read_topic, user_event
 
 from schemas import SCHEMA_VERSION, ModelUpdate, TrainingRequest
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.devtools.supervisor import TRAINER_READY_LINE
+from stream.kafka.transport import OutgoingMessage
 from stream.model.artifacts import MANIFEST
-from stream.replay import replay_dataset
 from stream.settings import Settings, settings_env
-from stream.supervisor import TRAINER_READY_LINE
-from stream.transport import OutgoingMessage
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from bench import encoder_speed
 from stream import encoder as encoder_module
+from stream.data.sample import sample_items
 from stream.encoder import TextEncoder, item_text, resolve_precision
-from stream.sample import sample_items
 from stream.settings import EncoderSettings
 
 CPU = torch.device("cpu")

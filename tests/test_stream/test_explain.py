@@ -14,11 +14,11 @@ from memory_catalog import MemoryCatalog
 
 from bench.swap import train_sample_artifact
 from schemas import Recommendation
+from stream.data.sample import item_genre, sample_items
 from stream.encoder import TextEncoder, item_text
 from stream.model.artifacts import load_artifact
 from stream.model.scorer import ModelScorer
 from stream.processor import BatchProcessor, Scorer, SourceRecord
-from stream.sample import item_genre, sample_items
 from stream.settings import Settings
 from stream.state import UserState
 

@@ -8,12 +8,12 @@ import json
 from memory_catalog import MemoryCatalog
 
 from schemas import TrainingRequest
+from stream.kafka.transport import OutgoingMessage
 from stream.metrics import WorkerMetrics
 from stream.processor import BatchProcessor, SourceRecord
 from stream.settings import Settings
 from stream.state import UserState
 from stream.training_trigger import TrainingTrigger
-from stream.transport import OutgoingMessage
 
 T0 = 1_704_067_200.0
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from stream.emit import EmittedRecommendation, EmittedTrigger
+from stream.kafka.transport import OutgoingMessage
 from stream.processor import BatchOutput, SourceRecord
 from stream.runtime import WorkerRuntime
 from stream.settings import Settings
 from stream.state import UserState
 from stream.state_store import UserStateStore
-from stream.transport import OutgoingMessage
 
 
 class Delivered:

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from stream.sample import write_sample_dataset
+from stream.data.sample import write_sample_dataset
 from stream.settings import Settings
 from training.evaluation.offline import evaluate_offline
 from training.train import TrainConfig

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
 from stream.encoder import TextEncoder
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.dataset import DatasetInteraction
+from stream.data.dataset import DatasetInteraction
 from stream.model.item_space import ItemSpace
 from stream.settings import Settings
 from training.evaluation.cases import EvalCase

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
 from stream.model.prior import PopularityPrior
 from stream.settings import Settings
 from training.evaluation.offline import evaluate_offline

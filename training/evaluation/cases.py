@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from stream.dataset import Dataset, DatasetInteraction, DatasetItem
+from stream.data.dataset import Dataset, DatasetInteraction, DatasetItem
 from stream.model.item_space import ItemSpace
 
 EVALUATION_SPLITS = ("valid", "test")

@@ -21,12 +21,12 @@ from scipy import sparse
 from tqdm import tqdm
 
 from stream.catalog import ItemCatalog, text_digest
+from stream.data.replay import event_type_of
 from stream.encoder import TextEncoder, item_text
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PopularityPrior
 from stream.model.projection import history_rows, project_items
 from stream.model.transfer import history_tensors, right_aligned
-from stream.replay import event_type_of
 from stream.scoring import DomainIndex, score_items
 from stream.settings import Settings
 from stream.state import (

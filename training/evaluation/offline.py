@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
 from stream.encoder import TextEncoder
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PopularityPrior

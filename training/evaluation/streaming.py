@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from schemas import ZERO_SHOT_VERSION
-from stream.consume import follow
-from stream.dataset import Dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.devtools.consume import follow
+from stream.devtools.supervisor import WorkerProcess
+from stream.kafka.topics import create_topics
 from stream.model.artifacts import save_prior
 from stream.model.prior import PopularityPrior
 from stream.model.store import ModelStore
-from stream.replay import replay_dataset
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
 from training.evaluation.cases import EVALUATION_SPLITS, EvalCase, load_cases
 from training.evaluation.ranking import rank_metrics
 from training.publisher import model_update_for, publish_update

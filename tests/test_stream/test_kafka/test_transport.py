@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
-from stream import catalog_reader, changelog, transport
-from stream.settings import Settings
-from stream.transport import (
+from stream import catalog_reader, changelog
+from stream.kafka import transport
+from stream.kafka.transport import (
     BrokerUnavailableError,
     DeliveryError,
     OutgoingMessage,
@@ -23,6 +23,7 @@ from stream.transport import (
     produce_all,
     retry_transient,
 )
+from stream.settings import Settings
 
 
 def kafka_exception(code: int) -> KafkaException:
@@ -101,7 +102,7 @@ def test_retry_rides_out_transient_errors_with_capped_backoff(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock()
-    with caplog.at_level(logging.WARNING, logger="stream.transport"):
+    with caplog.at_level(logging.WARNING, logger="stream.kafka.transport"):
         result = retry(failing(6), clock, "catalog_catch_up", 300.0)
     assert result == "answered after 7 calls"
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
@@ -174,7 +175,7 @@ MESSAGES = [OutgoingMessage("t", f"k{i}".encode(), b"v") for i in range(3)]
 
 def test_produce_all_waits_while_the_broker_is_away(caplog: pytest.LogCaptureFixture) -> None:
     producer = FakeProducer(down_flushes=2)
-    with caplog.at_level(logging.WARNING, logger="stream.transport"):
+    with caplog.at_level(logging.WARNING, logger="stream.kafka.transport"):
         delivered = produce_all(producer, MESSAGES, timeout=60.0)  # type: ignore[arg-type]
     assert [m.offset() for m in delivered] == [0, 1, 2]  # in delivery order
     assert len(producer.flushes) == 3

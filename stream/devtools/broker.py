@@ -65,7 +65,7 @@ SASL_LISTENER = "SASL"
 SCRAM_MECHANISM = "SCRAM-SHA-256"
 _SCRAM_ITERATIONS = 4096  # the minimum Kafka accepts for SCRAM-SHA-256
 
-_REPO_POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+_REPO_POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 # A modest heap: the broker idles at ~400 MB RSS with this; KAFKA_HEAP_OPTS overrides it, as it
 # does for Kafka's own scripts.
 _DEFAULT_HEAP_OPTS = "-Xmx512m -Xms256m"
@@ -437,7 +437,9 @@ def _render_properties(props: Mapping[str, str]) -> str:
     def escape(value: str) -> str:
         return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
-    lines = ["# Written by stream/broker.py on every start; edit extra_properties instead."]
+    lines = [
+        "# Written by stream/devtools/broker.py on every start; edit extra_properties instead."
+    ]
     lines += [f"{key}={escape(value)}" for key, value in props.items()]
     return "\n".join(lines) + "\n"
 

@@ -13,13 +13,13 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream import broker
-from stream.broker import broker_status, start_broker, stop_broker
+from stream.devtools import broker
+from stream.devtools.broker import broker_status, start_broker, stop_broker
 
 
 def test_pom_versions_match_module() -> None:
     """The cache folder is named after KAFKA_VERSION, so the pom must pin the same jars."""
-    pom = ET.parse(Path(broker.__file__).resolve().parent.parent / "deploy/kafka/pom.xml")
+    pom = ET.parse(Path(broker.__file__).resolve().parents[2] / "deploy/kafka/pom.xml")
     section = pom.find("{http://maven.apache.org/POM/4.0.0}properties")
     assert section is not None
     props = {el.tag.split("}")[1]: el.text for el in section}

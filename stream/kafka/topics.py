@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
+from stream.kafka.transport import make_admin, unreachable_hint
 from stream.settings import Settings
-from stream.transport import make_admin, unreachable_hint
 
 log = logging.getLogger(__name__)
 

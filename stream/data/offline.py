@@ -16,11 +16,11 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from stream.catalog import ItemCatalog
 from stream.catalog_reader import CatalogReader
 from stream.encoder import TextEncoder
+from stream.kafka.transport import make_consumer
 from stream.processor import BatchProcessor, SourceRecord
 from stream.scoring import coarse_dtype
 from stream.settings import Settings
 from stream.state import UserState
-from stream.transport import make_consumer
 
 log = logging.getLogger(__name__)
 

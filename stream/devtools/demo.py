@@ -9,14 +9,14 @@ import threading
 import time
 from pathlib import Path
 
-from stream.broker import start_broker, stop_broker
-from stream.consume import follow, format_recommendation
-from stream.dataset import Dataset
-from stream.replay import replay_dataset
-from stream.sample import sample_items, write_sample_dataset
+from stream.data.dataset import Dataset
+from stream.data.replay import replay_dataset
+from stream.data.sample import sample_items, write_sample_dataset
+from stream.devtools.broker import start_broker, stop_broker
+from stream.devtools.consume import follow, format_recommendation
+from stream.devtools.supervisor import WorkerProcess
+from stream.kafka.topics import create_topics
 from stream.settings import Settings
-from stream.supervisor import WorkerProcess
-from stream.topics import create_topics
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.sample import (
+from stream.data.sample import (
     DOMAINS,
     EVENT_TYPES,
     GENRES,

@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from schemas.contracts import EventType
-from stream.dataset import Dataset, DatasetInteraction
+from stream.data.dataset import Dataset, DatasetInteraction
+from stream.kafka.transport import DeliveryError, make_producer, produce_queued
 from stream.settings import Settings
-from stream.transport import DeliveryError, make_producer, produce_queued
 
 log = logging.getLogger(__name__)
 

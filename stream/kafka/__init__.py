@@ -1,0 +1,1 @@
+"""Kafka clients from settings, retries, bounded topic reads and the topics xdrec uses."""
