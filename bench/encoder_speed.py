@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from bench.harness import FULL, QUICK, Context, Outcome, RowSpec, failed_rows
+from stream.catalog.encoder import TextEncoder, bundled_model_path, native_cpu_precisions
+from stream.core.items import item_text
 from stream.data.sample import sample_items
-from stream.encoder import TextEncoder, bundled_model_path, item_text, native_cpu_precisions
 from stream.settings import load_settings
 
 ENCODER = "encoder_items_per_s"
@@ -67,8 +68,8 @@ ROWS = (
         ENCODER,
         "items/s",
         ST,
-        f"`stream.encoder.TextEncoder.encode` with the default `encoder.precision` (auto; the "
-        f"mode it picked is in the notes): {_SAME}",
+        f"`stream.catalog.encoder.TextEncoder.encode` with the default `encoder.precision` "
+        f"(auto; the mode it picked is in the notes): {_SAME}",
     ),
     RowSpec(
         ST, "items/s", None, f"`SentenceTransformer(bundled model).encode`, normalized: {_SAME}"

@@ -3,8 +3,8 @@
 ``--mode items`` iterates ``stream.items()`` and ``--mode take`` iterates
 ``stream.take(2000, within=0.2)`` batches, each event sent with faust's own producer.
 ``--mode take-confluent`` is the floor of xdrec's worker: the same agent shape as
-``stream.app`` (events taken without automatic acks into natural batches of up to
-``worker.batch_size``, :func:`stream.batching.process_in_batches`, each handed to one worker
+``stream.worker.app`` (events taken without automatic acks into natural batches of up to
+``worker.batch_size``, :func:`stream.worker.batching.process_in_batches`, each handed to one worker
 thread that produces every event with confluent-kafka and flushes once per batch, the source
 offsets acked after that), with nothing of xdrec's work in between. Values are JSON-decoded
 and re-encoded, like the ceiling's ``json.loads``. Settings come from ``XDREC_*`` variables;
@@ -21,9 +21,9 @@ from typing import Any
 
 import faust
 
-from stream.batching import process_in_batches
 from stream.kafka.transport import OutgoingMessage, make_producer, produce_all
 from stream.settings import Settings
+from stream.worker.batching import process_in_batches
 
 TAKE_BATCH = 2_000
 TAKE_WITHIN_S = 0.2
@@ -80,7 +80,7 @@ def create_app(settings: Settings, mode: str, source: str, output: str, datadir:
 
 
 def _forward_take_confluent(app: faust.App, settings: Settings, source: str, output: str) -> None:
-    """The agent of ``stream.app.create_app`` with the runtime's work reduced to forwarding."""
+    """The agent of ``stream.worker.app.create_app``, the runtime's work reduced to forwarding."""
     events = app.topic(
         source,
         key_serializer="raw",

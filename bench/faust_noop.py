@@ -39,13 +39,13 @@ ROWS = (
         TAKE_CONFLUENT,
         "events/s",
         CEILING,
-        "no-op faust-streaming agent shaped like xdrec's worker (`stream.app`): "
+        "no-op faust-streaming agent shaped like xdrec's worker (`stream.worker.app`): "
         "events taken with `stream.noack()` into natural batches of up to 500 "
-        "(`stream.batching.process_in_batches`: the next batch is what arrived while the last "
-        "one ran; xdrec's `worker.batch_size` and `batch_within_seconds`), each batch handed to "
-        "one worker thread that `json.loads`/`dumps` every value and produces it keyed with "
-        "confluent-kafka (`stream.kafka.transport.produce_all`: one `produce()` per event, one "
-        "`flush()` per batch, xdrec's producer settings), offsets acked after the flush and "
+        "(`stream.worker.batching.process_in_batches`: the next batch is what arrived while the "
+        "last one ran; xdrec's `worker.batch_size` and `batch_within_seconds`), each batch "
+        "handed to one worker thread that `json.loads`/`dumps` every value and produces it keyed "
+        "with confluent-kafka (`stream.kafka.transport.produce_all`: one `produce()` per event, "
+        "one `flush()` per batch, xdrec's producer settings), offsets acked after the flush and "
         "committed every 500 events or 1 s as xdrec's worker does; first to last output",
     ),
 )

@@ -1,6 +1,6 @@
 """The worker's batch work without Kafka or faust, for profiling: ``python -m bench.hot_path``.
 
-Runs :class:`stream.processor.BatchProcessor` over synthetic events in batches (500 events
+Runs :class:`stream.core.processor.BatchProcessor` over synthetic events in batches (500 events
 unless ``--batch``) against a movies catalog of random unit vectors (route movies <- books,
 music, top_k 10, explanations on unless ``--no-explain``), then serializes states and
 recommendations and writes the states to RocksDB (handing the decoded states back to the
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.kafka_io import synthetic_events
-from stream.catalog import ItemCatalog
-from stream.changelog import StateChangelog
-from stream.processor import BatchProcessor, SourceRecord
-from stream.runtime import recommendation_messages
-from stream.scoring import coarse_dtype
+from stream.catalog.store import ItemCatalog
+from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.scoring import coarse_dtype
 from stream.settings import Settings
-from stream.state_store import UserStateStore
+from stream.state.changelog import StateChangelog
+from stream.state.store import UserStateStore
+from stream.worker.runtime import recommendation_messages
 
 BATCH = 500
 DIMENSION = 384

@@ -2,7 +2,7 @@
 takes to rebuild their user states from the compacted changelog, per 100k keys.
 
 The changelog is filled directly with N realistic user states (``UserState.to_bytes`` of
-states built by ``stream.state.apply_event`` from 1-10 events each, with 384-dim interests and
+states built by ``stream.core.state.apply_event`` from 1-10 events each, with 384-dim interests and
 a shown recommendation), spread evenly over the partitions, which is what N users' events
 through a worker would leave there, only faster to produce. Then a fresh worker starts; its
 restore runs when the first events of its partitions arrive (``WorkerRuntime._ensure_restored``),
@@ -36,17 +36,17 @@ from bench.worker_throughput import (
     publish_items,
 )
 from schemas import SCHEMA_VERSION, UserEvent
+from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.devtools.supervisor import WorkerProcess
 from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event
 
 ROW = "xdrec_state_recovery_s_per_100k_keys"
 PEER = "confluent_changelog_read_s_per_100k_keys"
 NEEDS_BROKER = True
 PER = 100_000
 TEMPLATES = 256  # distinct state shapes; each key gets one with its own user id
-READ_BATCH = 1_000  # the restore's consume() batch (stream.changelog)
+READ_BATCH = 1_000  # the restore's consume() batch (stream.state.changelog)
 RAW_READS = 3
 RESTORED = "xdrec_state_restored_records_total"
 _LOGGED = re.compile(
@@ -59,7 +59,7 @@ ROWS = (
         "s",
         PEER,
         f"{_KEYS} user states (about 5 KB each: 1-10 events applied with "
-        "`stream.state.apply_event`, 384-dim interests) produced straight to the compacted "
+        "`stream.core.state.apply_event`, 384-dim interests) produced straight to the compacted "
         "changelog, even over 4 partitions; a fresh `xdrec worker` (empty state folder) "
         "restores them when the first event of each partition arrives: the sum of the "
         "`seconds` of its `state restored` log lines (changelog read and RocksDB writes), "

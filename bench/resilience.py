@@ -62,10 +62,13 @@ from confluent_kafka import (
 from bench.kafka_io import PacedProducer, Planned, Sent, event_stream
 from bench.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
-from stream.catalog import ItemCatalog, text_digest
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.store import ItemCatalog
+from stream.core.items import item_text, text_digest
+from stream.core.processor import recommendation_id
+from stream.core.state import UserState
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import ASSIGNED_LINE
-from stream.encoder import TextEncoder, item_text
 from stream.kafka.transport import (
     OutgoingMessage,
     make_admin,
@@ -73,10 +76,8 @@ from stream.kafka.transport import (
     make_producer,
     produce_all,
 )
-from stream.processor import recommendation_id
 from stream.settings import Settings
-from stream.state import UserState
-from stream.state_store import UserStateStore
+from stream.state.store import UserStateStore
 
 log = logging.getLogger(__name__)
 

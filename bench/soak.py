@@ -32,8 +32,8 @@ from typing import Any
 
 from bench import resilience
 from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
+from stream.catalog.encoder import TextEncoder
 from stream.devtools.supervisor import WorkerProcess
-from stream.encoder import TextEncoder
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

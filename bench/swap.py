@@ -90,9 +90,10 @@ from bench.kafka_io import (
 )
 from bench.resilience import store_items
 from schemas import SCHEMA_VERSION, CatalogItem
+from stream.catalog.encoder import TextEncoder
+from stream.core.items import item_text
 from stream.data.sample import sample_interactions, sample_items
 from stream.devtools.supervisor import WorkerProcess
-from stream.encoder import TextEncoder, item_text
 from stream.kafka.transport import OutgoingMessage, make_consumer
 from stream.model.artifacts import save_artifact
 from stream.model.item_space import ItemSpace

@@ -1,7 +1,7 @@
 """Row 6: xdrec's top-K scorer against the plain numpy recipe on the same matrix and queries.
 
-``stream.scoring.top_k`` adds exclusion masking and deterministic tie-breaking per row; this row
-shows what those cost at a 100k-item catalog, the size that bounds one batch's scoring time.
+``stream.core.scoring.top_k`` adds exclusion masking and deterministic tie-breaking per row; this
+row shows what those cost at a 100k-item catalog, the size that bounds one batch's scoring time.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from bench.harness import Context, Outcome, RowSpec
-from stream import scoring
-from stream.scoring import DomainIndex, coarse_dtype, top_k
+from stream.core import scoring
+from stream.core.scoring import DomainIndex, coarse_dtype, top_k
 
 OURS = "topk_scoring_queries_per_s"
 NUMPY = "numpy_argpartition_queries_per_s"
@@ -33,7 +33,7 @@ ROWS = (
         OURS,
         "queries/s",
         NUMPY,
-        "`stream.scoring.top_k` as the worker runs it (a bfloat16 first pass where the CPU "
+        "`stream.core.scoring.top_k` as the worker runs it (a bfloat16 first pass where the CPU "
         f"multiplies bfloat16 natively, its shortlist picked from the best blocks): {_SAME}",
     ),
     RowSpec(

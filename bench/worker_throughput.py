@@ -25,10 +25,11 @@ from bench.faust_noop import TAKE_CONFLUENT
 from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, cpu_seconds
 from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
-from stream.catalog import ItemCatalog, text_digest
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.store import ItemCatalog
+from stream.core.items import item_text, text_digest
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import WorkerProcess
-from stream.encoder import TextEncoder, item_text
 from stream.kafka.transport import OutgoingMessage
 from stream.procfs import command_line
 from stream.settings import Settings

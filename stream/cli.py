@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     if args.command == "user":
-        from stream.erasure import request_erasure
+        from stream.worker.erasure import request_erasure
 
         request_erasure(settings, args.user_id)
         print(f"erasure requested topic={settings.topics.erasure()}")
@@ -161,8 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "worker":
-        from stream.app import run_worker
         from stream.kafka.transport import check_reachable
+        from stream.worker.app import run_worker
 
         check_reachable(settings)
         run_worker(settings, loglevel=args.log_level)

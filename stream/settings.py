@@ -150,7 +150,7 @@ class RecommendationSettings(BaseModel):
     explain_top: int = Field(default=3, ge=1, le=20)
     explain_history: int = Field(default=20, ge=1, le=1_000)
     # First pass of top-K over the whole catalog in bfloat16, the shortlist rescored in float32
-    # ("auto": where the CPU has native bfloat16 arithmetic; see stream/scoring.py).
+    # ("auto": where the CPU has native bfloat16 arithmetic; see stream/core/scoring.py).
     coarse_scoring: Literal["auto", "bfloat16", "off"] = "auto"
 
 
@@ -169,7 +169,7 @@ class WorkerSettings(BaseModel):
 
     batch_size: int = Field(default=500, ge=1, le=100_000)
     # An idle worker's first event waits this long for others to join its batch; while a batch
-    # is processed the next one gathers by itself (stream/batching.py), up to batch_size.
+    # is processed the next one gathers by itself (stream/worker/batching.py), up to batch_size.
     batch_within_seconds: float = Field(default=0.005, ge=0)
     # How long the broker may hold the worker's fetch for more data, and how much it waits
     # for (faust leaves aiokafka's 1 byte): at a few thousand events/s a fetch per produced

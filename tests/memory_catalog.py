@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.scoring import DomainIndex
+from stream.core.scoring import DomainIndex
 
 
 class MemoryCatalog:

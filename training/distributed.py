@@ -27,7 +27,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from stream.encoder import resolve_device
+from stream.catalog.encoder import resolve_device
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig, TransferModel
 from training.train import Examples, TrainConfig, new_model, train_model

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from schemas import CatalogItem, EventValidator, Rejection, UserEvent
-from stream.erasure import erased_users
+from stream.kafka.snapshot import read_ranges, topic_ranges
 from stream.kafka.transport import make_consumer
 from stream.settings import Settings
-from stream.snapshot import read_ranges, topic_ranges
+from stream.worker.erasure import erased_users
 
 log = logging.getLogger(__name__)
 

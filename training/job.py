@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
+from stream.catalog.encoder import TextEncoder
 from stream.data.dataset import Dataset
-from stream.encoder import TextEncoder
 from stream.model.artifacts import (
     MANIFEST,
     ArtifactRefused,

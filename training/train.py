@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from stream.encoder import resolve_device
+from stream.catalog.encoder import resolve_device
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig, TransferModel, history_tensors, right_aligned
 from training.sasrec import SASRec, SASRecConfig

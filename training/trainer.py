@@ -17,9 +17,9 @@ from confluent_kafka import Message
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, TrainingRequest
+from stream.core.state import SECONDS_PER_DAY
 from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 from stream.settings import Settings
-from stream.state import SECONDS_PER_DAY
 from training.event_log import Window
 from training.job import JobFailed, JobResult, run_job
 from training.trainer_metrics import TrainerMetrics

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from stream.metrics import serve_registry
+from stream.worker.metrics import serve_registry
 
 TRAINING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 OUTCOMES = ("promoted", "rejected", "failed", "candidate")

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from stream.catalog import ItemCatalog
-from stream.catalog_reader import CatalogReader
-from stream.encoder import TextEncoder
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.reader import CatalogReader
+from stream.catalog.store import ItemCatalog
+from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.scoring import coarse_dtype
+from stream.core.state import UserState
 from stream.kafka.transport import make_consumer
-from stream.processor import BatchProcessor, SourceRecord
-from stream.scoring import coarse_dtype
 from stream.settings import Settings
-from stream.state import UserState
 
 log = logging.getLogger(__name__)
 

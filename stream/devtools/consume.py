@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 from confluent_kafka import KafkaException
 
+from stream.kafka.snapshot import read_ranges, topic_ranges
 from stream.kafka.transport import make_admin, make_consumer, unreachable_hint
 from stream.settings import Settings
-from stream.snapshot import read_ranges, topic_ranges
 
 
 def resolve_topic(settings: Settings, topic: str) -> str:

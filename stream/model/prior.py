@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.processor import ItemEmbeddings, ZeroShotScorer
-from stream.scoring import DomainIndex
+from stream.core.processor import ItemEmbeddings, ZeroShotScorer
+from stream.core.scoring import DomainIndex
+from stream.core.state import UserState
 from stream.settings import Settings
-from stream.state import UserState
 
 PRIOR_KIND = "popularity_prior"
 

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stream.catalog import ItemCatalog
-from stream.explain import TermExplainer
+from stream.catalog.store import ItemCatalog
+from stream.core.explain import TermExplainer
+from stream.core.scoring import DomainIndex
+from stream.core.state import Interaction, UserState
 from stream.model.artifacts import LoadedModel
 from stream.model.projection import project_items
 from stream.model.transfer import history_tensors, right_aligned
-from stream.scoring import DomainIndex
-from stream.state import Interaction, UserState
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,16 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pydantic import ValidationError
 
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
-from stream.catalog import ItemCatalog
+from stream.catalog.store import ItemCatalog
+from stream.core.processor import Scorer, ZeroShotScorer
 from stream.kafka.topics import CANDIDATE_KEY
 from stream.kafka.transport import make_consumer
-from stream.metrics import WorkerMetrics
 from stream.model.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version
 from stream.model.prior import PriorScorer
 from stream.model.scorer import ModelScorer
 from stream.model.store import ModelStore
-from stream.processor import Scorer, ZeroShotScorer
 from stream.settings import Settings
+from stream.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from bench.__main__ import MODULES, merge_gpu_rows
 from bench.harness import NO_CUDA, Outcome
 from bench.latency import Latencies, outcomes
 from bench.report import markdown, rows_json, write_json
+from stream.core.state import UserState
 from stream.settings import Settings
-from stream.state import UserState
 
 
 def test_every_peer_is_a_row_of_the_suite() -> None:

@@ -9,7 +9,7 @@ import subprocess
 import yaml
 from support import REPO, require_binary
 
-from stream.metrics import WorkerMetrics
+from stream.worker.metrics import WorkerMetrics
 from training.trainer_metrics import TrainerMetrics
 
 PROMETHEUS = REPO / "deploy" / "prometheus"

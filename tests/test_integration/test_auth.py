@@ -197,7 +197,7 @@ def test_tls_settings_reach_both_clients_with_sasl(
 ) -> None:
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from stream.app import _broker_credentials
+    from stream.worker.app import _broker_credentials
 
     monkeypatch.setenv("XDREC_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("XDREC_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256")
@@ -224,7 +224,7 @@ def test_tls_settings_reach_both_clients_without_sasl(
 ) -> None:
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from stream.app import _broker_credentials
+    from stream.worker.app import _broker_credentials
 
     monkeypatch.setenv("XDREC_KAFKA__SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("XDREC_KAFKA__SSL_CA_LOCATION", str(ca_file))

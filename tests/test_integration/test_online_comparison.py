@@ -15,9 +15,9 @@ import pytest
 from datasets import T0, write_clustered_dataset
 from support import REPO, WorkerProcess, read_topic
 
+from stream.core.processor import in_experiment
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
-from stream.processor import in_experiment
 from stream.settings import Settings, settings_env
 from training.event_log import Window
 from training.job import run_job

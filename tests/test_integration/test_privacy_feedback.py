@@ -16,9 +16,9 @@ from support import WorkerProcess, produce, read_topic, user_event
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import item_genre, sample_items, write_sample_dataset
-from stream.erasure import request_erasure
 from stream.settings import Settings
-from stream.state_store import UserStateStore
+from stream.state.store import UserStateStore
+from stream.worker.erasure import request_erasure
 from training.event_log import Window, snapshot_window
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,10 @@ import pytest
 from support import REPO, WorkerProcess, isolated_settings
 
 from bench import resilience
+from stream.core.state import UserState
 from stream.data.offline import replay_topics
 from stream.devtools.broker import BrokerInfo, restart_broker, start_broker, stop_broker
 from stream.settings import Settings
-from stream.state import UserState
 
 pytestmark = pytest.mark.integration
 

@@ -3,6 +3,9 @@
 - ``stream`` (what a worker runs) never imports ``training``: serving a model must not pull
   in the training loop or the evaluation.
 - No product module (``stream``, ``training``, ``schemas``) imports ``bench``.
+- ``stream.core`` (the batch pipeline) does no I/O of its own: it imports no Kafka client,
+  faust, RocksDB or transformers, and of xdrec only ``stream.core``, ``stream.settings``,
+  ``stream.cpu`` and ``schemas``, so that nothing of those comes in through another module.
 
 An import inside a function counts as much as one at the top of a module.
 """
@@ -16,6 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("stream", "training", "schemas")
+CORE_FORBIDDEN = ("confluent_kafka", "faust", "aiokafka", "rocksdict", "transformers")
+CORE_MAY_IMPORT = ("stream.core", "stream.settings", "stream.cpu", "schemas")
 
 # (importing module, imported package) pairs let through. Each must still be needed, so the
 # list only shrinks.
@@ -56,7 +61,16 @@ def violations(root: Path) -> set[tuple[str, str]]:
                 package = imported.split(".")[0]
                 if package == "bench" or (top == "stream" and package == "training"):
                     broken.add((name, package))
+                if name == "stream.core" or name.startswith("stream.core."):
+                    if package in CORE_FORBIDDEN:
+                        broken.add((name, package))
+                    elif package in ("stream", "schemas") and not _within(imported):
+                        broken.add((name, imported))
     return broken
+
+
+def _within(module: str) -> bool:
+    return any(module == allowed or module.startswith(allowed + ".") for allowed in CORE_MAY_IMPORT)
 
 
 def test_layers_import_one_way() -> None:
@@ -73,10 +87,21 @@ def test_layers_import_one_way() -> None:
             "from training.train import x",
             {("stream.model.watcher", "training")},
         ),
-        ("stream.state", "def f():\n    import training.job\n", {("stream.state", "training")}),
+        (
+            "stream.core.state",
+            "def f():\n    import training.job\n",
+            {("stream.core.state", "training")},
+        ),
         ("training.job", "from bench.harness import y", {("training.job", "bench")}),
         ("training.job", "from stream.model import transfer", set()),
         ("schemas.events", "import bench", {("schemas.events", "bench")}),
+        ("stream.core.processor", "import rocksdict", {("stream.core.processor", "rocksdict")}),
+        (
+            "stream.core.state",
+            "from stream.catalog.store.store import ItemCatalog",
+            {("stream.core.state", "stream.catalog.store.store")},
+        ),
+        ("stream.core.state", "from stream.core.scoring import top_k\nimport torch", set()),
     ],
 )
 def test_a_wrong_import_is_caught(tmp_path: Path, module: str, source: str, expected: set) -> None:

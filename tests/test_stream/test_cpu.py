@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream.encoder import resolve_precision
-from stream.scoring import coarse_dtype
+from stream.catalog.encoder import resolve_precision
+from stream.core.scoring import coarse_dtype
 
 CPU = torch.device("cpu")
 

@@ -8,12 +8,12 @@ import json
 from memory_catalog import MemoryCatalog
 
 from schemas import TrainingRequest
+from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.state import UserState
 from stream.kafka.transport import OutgoingMessage
-from stream.metrics import WorkerMetrics
-from stream.processor import BatchProcessor, SourceRecord
 from stream.settings import Settings
-from stream.state import UserState
-from stream.training_trigger import TrainingTrigger
+from stream.worker.metrics import WorkerMetrics
+from stream.worker.training_trigger import TrainingTrigger
 
 T0 = 1_704_067_200.0
 

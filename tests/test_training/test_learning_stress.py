@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.catalog.encoder import TextEncoder
 from stream.data.dataset import Dataset
-from stream.encoder import TextEncoder
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig
 from stream.settings import Settings

@@ -4,10 +4,11 @@
 - ``cooccurrence_knn``: collaborative item kNN: the sum over history items of the number of
   users who have both, divided by sqrt(candidate popularity); crosses domains through users;
 - ``zero_shot``: what the worker serves before its first trained model, exactly as it runs:
-  the same state update (:func:`stream.state.apply_event`), the same query
-  (:func:`stream.state.interest_query`) and the same scorer (:func:`stream.scoring.score_items`)
-  over the same item embeddings, with the popularity prior the trainer would publish
-  (``stream.model.prior``, fitted by ``training.prior``) when one is given.
+  the same state update (:func:`stream.core.state.apply_event`), the same query
+  (:func:`stream.core.state.interest_query`) and the same scorer
+  (:func:`stream.core.scoring.score_items`) over the same item embeddings, with the popularity
+  prior the trainer would publish (``stream.model.prior``, fitted by ``training.prior``) when
+  one is given.
 """
 
 from __future__ import annotations
@@ -20,16 +21,11 @@ import torch
 from scipy import sparse
 from tqdm import tqdm
 
-from stream.catalog import ItemCatalog, text_digest
-from stream.data.replay import event_type_of
-from stream.encoder import TextEncoder, item_text
-from stream.model.item_space import ItemSpace
-from stream.model.prior import PopularityPrior
-from stream.model.projection import history_rows, project_items
-from stream.model.transfer import history_tensors, right_aligned
-from stream.scoring import DomainIndex, score_items
-from stream.settings import Settings
-from stream.state import (
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.store import ItemCatalog
+from stream.core.items import item_text, text_digest
+from stream.core.scoring import DomainIndex, score_items
+from stream.core.state import (
     AppliedEvent,
     UserState,
     apply_event,
@@ -37,6 +33,12 @@ from stream.state import (
     scale_query,
     state_time,
 )
+from stream.data.replay import event_type_of
+from stream.model.item_space import ItemSpace
+from stream.model.prior import PopularityPrior
+from stream.model.projection import history_rows, project_items
+from stream.model.transfer import history_tensors, right_aligned
+from stream.settings import Settings
 from training.evaluation.cases import EvalCase, EvalData
 
 

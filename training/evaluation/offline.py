@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stream.catalog.encoder import TextEncoder
 from stream.data.dataset import Dataset
-from stream.encoder import TextEncoder
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PopularityPrior
 from stream.model.transfer import ModelConfig

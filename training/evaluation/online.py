@@ -19,9 +19,9 @@ from pathlib import Path
 from confluent_kafka import Consumer
 
 from schemas import FEEDBACK_ONLY, EventValidator, Rejection
+from stream.kafka.snapshot import read_ranges, topic_ranges
 from stream.kafka.transport import make_consumer
 from stream.settings import Settings
-from stream.snapshot import read_ranges, topic_ranges
 
 Z95 = 1.959964
 

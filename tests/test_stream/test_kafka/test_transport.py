@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, TopicPartition
 
-from stream import catalog_reader, changelog
+from stream.catalog import reader as catalog_reader
 from stream.kafka import transport
 from stream.kafka.transport import (
     BrokerUnavailableError,
@@ -24,6 +24,7 @@ from stream.kafka.transport import (
     retry_transient,
 )
 from stream.settings import Settings
+from stream.state import changelog
 
 
 def kafka_exception(code: int) -> KafkaException:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from stream.core.processor import ZeroShotScorer
+from stream.core.scoring import DomainIndex, score_items, top_k
+from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.model.prior import PopularityPrior, PriorScorer
-from stream.processor import ZeroShotScorer
-from stream.scoring import DomainIndex, score_items, top_k
 from stream.settings import Settings
-from stream.state import AppliedEvent, UserState, apply_event
 from tests.memory_catalog import MemoryCatalog
 
 

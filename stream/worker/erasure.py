@@ -12,9 +12,9 @@ import time
 from confluent_kafka import Consumer
 
 from schemas import SCHEMA_VERSION, ErasureRequest, EventValidator
+from stream.kafka.snapshot import read_ranges, topic_ranges
 from stream.kafka.transport import OutgoingMessage, make_producer, produce_all
 from stream.settings import Settings
-from stream.snapshot import read_ranges, topic_ranges
 
 
 def request_erasure(settings: Settings, user_id: str, requested_by: str = "cli") -> None:

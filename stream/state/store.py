@@ -2,7 +2,7 @@
 
 The store is a cache of the changelog topic: a batch is first written to the changelog and
 acknowledged, then to RocksDB together with the changelog offsets in one atomic write batch.
-After a crash or a partition move, :mod:`stream.changelog` replays the changelog from the
+After a crash or a partition move, :mod:`stream.state.changelog` replays the changelog from the
 stored offset, so the store never lags behind what was published.
 
 Decoded states of recently written users are also kept in memory (a bounded, least recently
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
-from stream.state import UserState
+from stream.core.state import UserState
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,18 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from schemas import DeadLetter
-from stream.catalog import ItemCatalog
-from stream.catalog_reader import CatalogReader
-from stream.changelog import StateChangelog
-from stream.emit import EmittedRecommendation
-from stream.encoder import TextEncoder
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.reader import CatalogReader
+from stream.catalog.store import ItemCatalog
+from stream.core.emit import EmittedRecommendation
+from stream.core.processor import (
+    ZERO_SHOT_VERSION,
+    BatchOutput,
+    BatchProcessor,
+    Scorer,
+    SourceRecord,
+)
+from stream.core.scoring import coarse_dtype
 from stream.kafka.transport import (
     OutgoingMessage,
     is_transient,
@@ -33,19 +40,12 @@ from stream.kafka.transport import (
     make_producer,
     produce_all,
 )
-from stream.metrics import WorkerMetrics
 from stream.model.watcher import ModelWatcher
-from stream.processor import (
-    ZERO_SHOT_VERSION,
-    BatchOutput,
-    BatchProcessor,
-    Scorer,
-    SourceRecord,
-)
-from stream.scoring import coarse_dtype
 from stream.settings import Settings
-from stream.state_store import UserStateStore
-from stream.training_trigger import TrainingTrigger
+from stream.state.changelog import StateChangelog
+from stream.state.store import UserStateStore
+from stream.worker.metrics import WorkerMetrics
+from stream.worker.training_trigger import TrainingTrigger
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 
+from stream.core.state import AppliedEvent, UserState, apply_event, interest_query
 from stream.settings import InterestSettings
-from stream.state import AppliedEvent, UserState, apply_event, interest_query
 
 SETTINGS = InterestSettings(half_life_days=1.0)
 DAY = 86_400.0

@@ -8,7 +8,7 @@ import asyncio
 import aiokafka
 import pytest
 
-from stream.intake import IntakeApp, tune_fetch
+from stream.worker.intake import IntakeApp, tune_fetch
 
 
 def test_the_worker_consumer_fetches_as_configured() -> None:
@@ -33,5 +33,5 @@ def test_an_aiokafka_without_the_fetch_attributes_is_refused() -> None:
     class Renamed:
         pass
 
-    with pytest.raises(RuntimeError, match="stream/intake.py must be updated"):
+    with pytest.raises(RuntimeError, match="stream/worker/intake.py must be updated"):
         tune_fetch(Renamed(), 1, 1)  # type: ignore[arg-type]

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from schemas import SCHEMA_VERSION, TrainingRequest
 from stream.kafka.transport import OutgoingMessage
-from stream.metrics import WorkerMetrics
 from stream.settings import Settings
+from stream.worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 

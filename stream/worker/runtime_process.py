@@ -7,8 +7,8 @@ one interpreter lock: the loop stalls for as long as a batch step holds it, hear
 intake wait, and the worker runs at the sum of both costs. Here the faust process only takes
 events in, hands each batch to the runtime process over a pipe and acknowledges it when the
 runtime answers; the runtime process owns everything else (encoder, catalog, state store,
-changelog, producer, model watcher, /metrics) exactly as :class:`stream.runtime.WorkerRuntime`
-did in-process. The guarantee is unchanged: a batch is acknowledged only after the runtime
+changelog, producer, model watcher, /metrics) through :class:`stream.worker.runtime.WorkerRuntime`.
+A batch is acknowledged only after the runtime
 reported it durable, and if either process dies the other follows (the runtime gets SIGKILL
 when its parent dies; the parent exits when the runtime is gone), so an unacknowledged batch is
 replayed after a restart and the offsets in each user's state skip what was already applied.
@@ -186,8 +186,8 @@ def serve(
     configure_logging(log_level)
     import torch
 
-    from stream.processor import SourceRecord
-    from stream.runtime import WorkerRuntime
+    from stream.core.processor import SourceRecord
+    from stream.worker.runtime import WorkerRuntime
 
     log.info("runtime process up pid=%d compute_threads=%d", os.getpid(), torch.get_num_threads())
     runtime = WorkerRuntime(settings)

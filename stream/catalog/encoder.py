@@ -269,12 +269,3 @@ def _to_device(tensor: torch.Tensor, device: torch.device, pinned: bool) -> torc
     if pinned:
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
-
-
-def item_text(title: str | None, text: str | None) -> str:
-    """The one string encoded per item: title and body, so both carry meaning."""
-    title = (title or "").strip()
-    text = (text or "").strip()
-    if title and text:
-        return f"{title}. {text}"
-    return title or text

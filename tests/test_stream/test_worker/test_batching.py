@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from stream.batching import MicroBatcher
+from stream.worker.batching import MicroBatcher
 
 
 def test_what_arrives_during_a_batch_is_the_next_batch() -> None:

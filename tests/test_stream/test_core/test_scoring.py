@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from stream.scoring import BLOCK, BLOCKED_MIN_ITEMS, DomainIndex, coarse_dtype, top_columns, top_k
+from stream.core.scoring import (
+    BLOCK,
+    BLOCKED_MIN_ITEMS,
+    DomainIndex,
+    coarse_dtype,
+    top_columns,
+    top_k,
+)
 
 
 def _index(rows: int = 200, dim: int = 16) -> DomainIndex:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.settings import InterestSettings
-from stream.state import AppliedEvent, UserState, apply_event
-from stream.state_store import UserStateStore
+from stream.state.store import UserStateStore
 
 SETTINGS = InterestSettings()
 

@@ -9,7 +9,6 @@ updated row by row. Thread-safe: the catalog reader and the batch processor both
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,17 +19,12 @@ import numpy as np
 import torch
 from rocksdict import Options, Rdict
 
-from stream.scoring import DomainIndex
+from stream.core.items import DIGEST_BYTES
+from stream.core.scoring import DomainIndex
 
 log = logging.getLogger(__name__)
 
 _SEPARATOR = "\x1f"
-_HASH_BYTES = 16
-
-
-def text_digest(text: str) -> bytes:
-    """A short digest of an item's text: a changed text means a new embedding."""
-    return hashlib.sha256(text.encode("utf-8")).digest()[:_HASH_BYTES]
 
 
 @dataclass
@@ -109,8 +103,8 @@ class ItemCatalog:
                     break
                 _, domain, item_id = key.decode("utf-8").split(_SEPARATOR, 2)
                 value = iterator.value()
-                vector = np.frombuffer(value[_HASH_BYTES:], dtype="<f4")
-                self._table(domain).upsert(item_id, value[:_HASH_BYTES], vector)
+                vector = np.frombuffer(value[DIGEST_BYTES:], dtype="<f4")
+                self._table(domain).upsert(item_id, value[:DIGEST_BYTES], vector)
                 loaded += 1
                 iterator.next()
         log.info("item embeddings loaded items=%d domains=%d", loaded, len(self._tables))

@@ -29,13 +29,11 @@ from schemas import (
     Rejection,
     UserEvent,
 )
-from stream.catalog import text_digest
-from stream.emit import EmittedRecommendation, EmittedTrigger
-from stream.encoder import item_text
-from stream.explain import Contributions, Explainer, explain_batch, zero_shot_explainer
-from stream.scoring import DomainIndex, top_k
-from stream.settings import Settings
-from stream.state import (
+from stream.core.emit import EmittedRecommendation, EmittedTrigger
+from stream.core.explain import Contributions, Explainer, explain_batch, zero_shot_explainer
+from stream.core.items import item_text, text_digest
+from stream.core.scoring import DomainIndex, top_k
+from stream.core.state import (
     AppliedEvent,
     UserState,
     apply_event,
@@ -44,6 +42,7 @@ from stream.state import (
     scale_query,
     state_time,
 )
+from stream.settings import Settings
 
 MAX_KEY_BYTES = 1_024  # of a refused record's key kept in its dead letter
 
@@ -111,7 +110,7 @@ class ZeroShotScorer:
     def prepare(
         self, state: UserState, target: str, sources: list[str], explain: bool
     ) -> tuple[np.ndarray, Explainer | None] | None:
-        """The normalized decayed interest (as :func:`stream.state.interest_query`) and, when
+        """The normalized decayed interest (as :func:`stream.core.state.interest_query`) and, when
         asked, its exact decomposition, from one sum."""
         config = self.settings.recommendations
         when = state_time(state)

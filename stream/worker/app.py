@@ -2,9 +2,10 @@
 
 faust drives consumption, group membership and source-offset commits (at-least-once: events
 are taken without automatic acks and acknowledged only once their batch is durable). Batches
-form by themselves (:mod:`stream.batching`) and go to the worker's runtime, which runs in a
-process of its own (:mod:`stream.engine`), while this process's event loop takes in the next
-ones. This module imports nothing heavy: torch and the stores live in the runtime process.
+form by themselves (:mod:`stream.worker.batching`) and go to the worker's runtime, which runs in
+a process of its own (:mod:`stream.worker.runtime_process`), while this process's event loop
+takes in the next ones. This module imports nothing heavy: torch and the stores live in the
+runtime process.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from stream.batching import process_in_batches
-from stream.engine import LoopLagWatch, RecordTuple, RuntimeProcess
-from stream.intake import IntakeApp
 from stream.settings import Settings
+from stream.worker.batching import process_in_batches
+from stream.worker.intake import IntakeApp
+from stream.worker.runtime_process import LoopLagWatch, RecordTuple, RuntimeProcess
 
 log = logging.getLogger(__name__)
 

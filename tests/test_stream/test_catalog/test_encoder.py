@@ -13,9 +13,10 @@ import torch
 from pydantic import ValidationError
 
 from bench import encoder_speed
-from stream import encoder as encoder_module
+from stream.catalog import encoder as encoder_module
+from stream.catalog.encoder import TextEncoder, resolve_precision
+from stream.core.items import item_text
 from stream.data.sample import sample_items
-from stream.encoder import TextEncoder, item_text, resolve_precision
 from stream.settings import EncoderSettings
 
 CPU = torch.device("cpu")

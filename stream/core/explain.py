@@ -29,9 +29,9 @@ from typing import Protocol
 
 import numpy as np
 
-from stream.scoring import DomainIndex
+from stream.core.scoring import DomainIndex
+from stream.core.state import SECONDS_PER_DAY, UserState, state_time
 from stream.settings import Settings
-from stream.state import SECONDS_PER_DAY, UserState, state_time
 
 # (item_id, domain, share) of one interaction behind a recommended item, largest share first.
 Contributions = list[tuple[str, str, float]]
@@ -108,9 +108,9 @@ def zero_shot_explainer(
     settings: Settings,
     when: float | None = None,
 ) -> ZeroShotTerms | None:
-    """The decomposition of :func:`stream.state.interest_query` for the state as it is now;
+    """The decomposition of :func:`stream.core.state.interest_query` for the state as it is now;
     ``norm`` is the length of the query's unnormalized sum, ``when`` the state's time (as
-    :func:`stream.state.state_time` gives it, which the caller usually has already)."""
+    :func:`stream.core.state.state_time` gives it, which the caller usually has already)."""
     config = settings.recommendations
     half_life = settings.interest.half_life_days * SECONDS_PER_DAY
     if when is None:

@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from stream.kafka.transport import OutgoingMessage, make_consumer, retry_transient
 from stream.settings import Settings
-from stream.state_store import UserStateStore
+from stream.state.store import UserStateStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from schemas import Recommendation
-from stream.emit import EmittedRecommendation, EmittedTrigger
+from stream.core.emit import EmittedRecommendation, EmittedTrigger
 
 
 def emitted(score: float = 0.5) -> EmittedRecommendation:

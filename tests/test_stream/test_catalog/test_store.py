@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream.catalog import ItemCatalog
+from stream.catalog.store import ItemCatalog
 
 
 def vectors(count: int, seed: int) -> np.ndarray:

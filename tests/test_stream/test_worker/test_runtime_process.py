@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.engine import LoopLagWatch, RuntimeCommandFailed, RuntimeProcess
 from stream.settings import Settings
+from stream.worker.runtime_process import LoopLagWatch, RuntimeCommandFailed, RuntimeProcess
 
 
 def test_loop_lag_watch_keeps_the_window_maximum() -> None:

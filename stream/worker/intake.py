@@ -28,7 +28,7 @@ def tune_fetch(
     if missing:  # an aiokafka upgrade renamed them: fail at start, not silently
         raise RuntimeError(
             f"aiokafka {aiokafka.__version__} has no {missing} on its consumer; "
-            "stream/intake.py must be updated for this version"
+            "stream/worker/intake.py must be updated for this version"
         )
     consumer._fetch_min_bytes = min_bytes
     consumer._fetch_max_wait_ms = max_wait_ms

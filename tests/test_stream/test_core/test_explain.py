@@ -14,13 +14,14 @@ from memory_catalog import MemoryCatalog
 
 from bench.swap import train_sample_artifact
 from schemas import Recommendation
+from stream.catalog.encoder import TextEncoder
+from stream.core.items import item_text
+from stream.core.processor import BatchProcessor, Scorer, SourceRecord
+from stream.core.state import UserState
 from stream.data.sample import item_genre, sample_items
-from stream.encoder import TextEncoder, item_text
 from stream.model.artifacts import load_artifact
 from stream.model.scorer import ModelScorer
-from stream.processor import BatchProcessor, Scorer, SourceRecord
 from stream.settings import Settings
-from stream.state import UserState
 
 T0 = 1_704_067_200.0
 FIRST, SECOND = "science_fiction", "romance"

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from stream.emit import EmittedRecommendation, EmittedTrigger
+from stream.core.emit import EmittedRecommendation, EmittedTrigger
+from stream.core.processor import BatchOutput, SourceRecord
+from stream.core.state import UserState
 from stream.kafka.transport import OutgoingMessage
-from stream.processor import BatchOutput, SourceRecord
-from stream.runtime import WorkerRuntime
 from stream.settings import Settings
-from stream.state import UserState
-from stream.state_store import UserStateStore
+from stream.state.store import UserStateStore
+from stream.worker.runtime import WorkerRuntime
 
 
 class Delivered:

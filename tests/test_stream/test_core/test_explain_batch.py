@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from memory_catalog import MemoryCatalog
 
-from stream.explain import (
+from stream.core.explain import (
     Contributions,
     TermExplainer,
     ZeroShotTerms,
     explain_batch,
     round_shares,
 )
-from stream.scoring import DomainIndex
+from stream.core.scoring import DomainIndex
 
 DIM = 24
 

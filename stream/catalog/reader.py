@@ -15,10 +15,11 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from schemas import CatalogItem, DeadLetter, EventValidator, Rejection
-from stream.catalog import ItemCatalog, text_digest
-from stream.encoder import TextEncoder, item_text
+from stream.catalog.encoder import TextEncoder
+from stream.catalog.store import ItemCatalog
+from stream.core.items import item_text, text_digest
+from stream.core.processor import SourceRecord, dead_letter
 from stream.kafka.transport import end_offsets, make_admin, make_consumer, retry_transient
-from stream.processor import SourceRecord, dead_letter
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Item text embeddings: the encoder, the RocksDB item store, the catalog-topic reader."""

@@ -1,0 +1,1 @@
+"""Durable user state: the RocksDB store and its changelog."""

@@ -1,0 +1,1 @@
+"""The worker: faust app, intake, batching, runtime process, metrics, triggers, erasure."""
