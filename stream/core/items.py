@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
 
 DIGEST_BYTES = 16
+
+
+class Encoder(Protocol):
+    """Texts in, one unit vector per text out: stream.catalog.encoder.TextEncoder or a stand-in."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def item_text(title: str | None, text: str | None) -> str:

@@ -31,7 +31,7 @@ from schemas import (
 )
 from stream.core.emit import EmittedRecommendation, EmittedTrigger
 from stream.core.explain import Contributions, Explainer, explain_batch, zero_shot_explainer
-from stream.core.items import item_text, text_digest
+from stream.core.items import Encoder, item_text, text_digest
 from stream.core.scoring import DomainIndex, top_k
 from stream.core.state import (
     AppliedEvent,
@@ -68,10 +68,6 @@ class ItemEmbeddings(Protocol):
         self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
     ) -> None: ...
     def index(self, domain: str) -> DomainIndex: ...
-
-
-class Encoder(Protocol):
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class Scorer(Protocol):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -23,11 +22,9 @@ from prometheus_client import (
     start_http_server,
 )
 
+from stream.core.items import Encoder
+
 log = logging.getLogger(__name__)
-
-
-class Encoder(Protocol):
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
