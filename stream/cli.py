@@ -86,14 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_of(args: argparse.Namespace) -> Settings:
-    """The settings a command runs with: file and environment, then the global flags."""
-    overrides: dict = {}
+def settings_of(args: argparse.Namespace, **sections: object) -> Settings:
+    """The settings a command runs with: file and environment, then the global flags, then
+    what the command itself sets (``sections``, e.g. the domains of a dataset)."""
+    overrides: dict = dict(sections)
     kafka: dict = {}
     if args.bootstrap_servers:
         kafka["bootstrap_servers"] = args.bootstrap_servers
     elif not os.environ.get("XDREC_KAFKA__BOOTSTRAP_SERVERS") and not os.environ.get("XDREC_KAFKA"):
-        kafka.update(local_broker())
+        kafka.update(_local_broker())
     if kafka:
         overrides["kafka"] = kafka
     if args.topic_prefix is not None:
@@ -108,7 +109,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def local_broker() -> dict[str, str]:
+def _local_broker() -> dict[str, str]:
     """Use the broker that ``xdrec broker start`` left running, when there is one."""
     from stream.devtools.broker import broker_status
 

@@ -12,8 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from stream.cli import local_broker, settings_of
-from stream.settings import load_settings
+from stream.cli import settings_of
 
 log = logging.getLogger("xdrec")
 
@@ -179,18 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.train import TrainConfig
 
     domains = sorted({item.domain for item in Dataset(args.dataset).items()})
-    overrides: dict = {"domains": domains}  # routes: every other domain
-    if args.streaming:
-        kafka = (
-            {"bootstrap_servers": args.bootstrap_servers}
-            if args.bootstrap_servers
-            else local_broker()
-        )
-        if kafka:
-            overrides["kafka"] = kafka
-    if args.topic_prefix is not None:
-        overrides["topics"] = {"prefix": args.topic_prefix}
-    settings = load_settings(args.config, **overrides)
+    settings = settings_of(args, domains=domains)  # routes: every other domain
     priors: dict = {}  # version 0's popularity prior per group, served by --streaming too
     metrics = evaluate_offline(
         args.dataset,

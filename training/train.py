@@ -138,12 +138,7 @@ def new_model(
     """A fresh model of the kind ``config`` describes (SASRec only as the evaluator's peer)."""
     if isinstance(config, SASRecConfig):
         return SASRec(config, space.size)
-    return TransferModel(
-        config,
-        torch.as_tensor(text),
-        torch.as_tensor(space.domain_of()),
-        len(space.domains),
-    )
+    return TransferModel.for_space(config, space, text)
 
 
 class Towers(nn.Module):

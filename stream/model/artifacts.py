@@ -249,12 +249,7 @@ def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None)
         raise ArtifactRefused(
             "shape_mismatch", f"text embeddings {text.shape} for {space.size} items"
         )
-    model = TransferModel(
-        config,
-        torch.as_tensor(text),
-        torch.as_tensor(space.domain_of()),
-        len(space.domains),
-    )
+    model = TransferModel.for_space(config, space, text)
     expected = model.state_dict()
     if set(weights) != set(expected):
         missing, extra = set(expected) - set(weights), set(weights) - set(expected)

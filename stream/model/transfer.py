@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stream.model.item_space import ItemSpace
+
 
 def right_aligned(rows: Sequence[Sequence[int]], width: int) -> np.ndarray:
     """Item rows per history (each at most ``width`` long, oldest first) as the model's input:
@@ -118,6 +120,16 @@ class TransferModel(nn.Module):
         self.user_out = nn.Linear(config.dim, config.dim)
         nn.init.zeros_(self.user_out.weight)
         nn.init.zeros_(self.user_out.bias)
+
+    @classmethod
+    def for_space(cls, config: ModelConfig, space: ItemSpace, text: np.ndarray) -> TransferModel:
+        """A model over ``space``'s rows; ``text`` holds their text embeddings in row order."""
+        return cls(
+            config,
+            torch.as_tensor(text),
+            torch.as_tensor(space.domain_of()),
+            len(space.domains),
+        )
 
     def adapt_text(self, items: torch.Tensor) -> torch.Tensor:
         """Text part of the item representation (no ID): what a new item gets."""
