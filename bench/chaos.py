@@ -18,10 +18,10 @@ gets SIGKILL, with whatever it has in flight, at one of two moments drawn at ran
   recognized as applied.
 
 After the last restart the stream is drained (every event committed, every source event
-recommended), the worker is stopped, and :func:`bench.resilience.audit` compares everything
+recommended), the worker is stopped, and :func:`bench.guarantees.audit` compares everything
 with an offline single pass.
 
-The figures, as defined in :mod:`bench.resilience`: ``lost`` (an acknowledged record that
+The figures, as defined in :mod:`testkit.guarantees`: ``lost`` (an acknowledged record that
 never changed its user's state nor reached the dead-letter topic), ``duplicated`` (a record
 applied to state more than once), ``state_mismatches`` (users whose stored state differs from
 the offline pass beyond ``tolerance`` on interest vectors, exactly elsewhere),
@@ -56,11 +56,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import resilience
-from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
+from bench.standalone import add_run_arguments, run_benchmark
 from stream.data.offline import replay_topics
 from stream.devtools.supervisor import WorkerProcess
 from stream.settings import Settings
+from testkit import guarantees
+from testkit.kafka_io import MetricsPoller
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT_ENV = "BROKER_SESSION_TIMEOUT"
@@ -147,7 +148,7 @@ class Watch:
 
 
 def _await_moment(
-    watch: Watch, collector: resilience.RecCollector, plan: ChaosPlan, rng: random.Random
+    watch: Watch, collector: guarantees.RecCollector, plan: ChaosPlan, rng: random.Random
 ) -> tuple[str, float | None]:
     """Block until the moment to kill the watched incarnation; returns its kind and delay."""
     if rng.random() < plan.on_output_share:
@@ -169,19 +170,19 @@ def measure(
     """Run the plan against ``settings``' deployment (topics created) and audit it."""
     started = time.perf_counter()
     rng = random.Random(plan.seed)
-    items = resilience.sample_catalog()
-    resilience.publish_catalog(settings, items)
-    encoder = resilience.MemoEncoder(device="cpu")
-    resilience.prefill_items(settings, encoder, items, [settings.worker.name])
+    items = guarantees.sample_catalog()
+    guarantees.publish_catalog(settings, items)
+    encoder = guarantees.MemoEncoder(device="cpu")
+    guarantees.prefill_items(settings, encoder, items, [settings.worker.name])
     planned = list(
-        resilience.workload(
+        guarantees.workload(
             settings, plan.events, plan.users, plan.seed, invalid_every=plan.invalid_every
         )
     )
     segments = [round(len(planned) * (k + 1) / (plan.kills + 1)) for k in range(plan.kills + 1)]
-    collector = resilience.RecCollector(settings, settings.recommendations.routes or {})
+    collector = guarantees.RecCollector(settings, settings.recommendations.routes or {})
     collector.start()
-    producer = resilience.TrackedProducer(settings, iter(planned), plan.rate, allowed=0)
+    producer = guarantees.TrackedProducer(settings, iter(planned), plan.rate, allowed=0)
     producer.start()
     worker = WorkerProcess(settings, workdir / "worker.log", cwd=REPO)
     kills: list[Kill] = []
@@ -214,7 +215,7 @@ def measure(
                     uptime_s=round(killed_at - ready_at, 2),
                     delay_s=round(delay, 2) if delay is not None else None,
                     consumed=watch.count(CONSUMED),
-                    backlog=resilience.committed_lag(settings),
+                    backlog=guarantees.committed_lag(settings),
                 )
                 kills.append(kill)
                 progress(
@@ -224,7 +225,7 @@ def measure(
                 )
             stream_s = time.perf_counter() - started - setup_s
             producer.wait(plan.drain_timeout_s)
-            drain_s = resilience.wait_drained(
+            drain_s = guarantees.wait_drained(
                 settings,
                 producer,
                 collector,
@@ -232,16 +233,16 @@ def measure(
                 alive=worker.alive,
                 progress=progress,
             )
-            final = resilience.scrape(worker.metrics_port())
+            final = guarantees.scrape(worker.metrics_port())
             skipped_redeliveries += int(final.get(DUPLICATES, 0))
         worker.stop()
         progress(f"drained in {drain_s:.1f}s; worker stopped, auditing")
         audit_started = time.perf_counter()
         recs = collector.stop()
-        letters = resilience.dead_letters(settings)
-        states = resilience.stored_states(settings)
+        letters = guarantees.dead_letters(settings)
+        states = guarantees.stored_states(settings)
         reference = replay_topics(settings, encoder)
-        result = resilience.audit(settings, producer.sent, states, reference, recs, letters)
+        result = guarantees.audit(settings, producer.sent, states, reference, recs, letters)
         audit_s = time.perf_counter() - audit_started
     finally:
         worker.stop()
@@ -263,7 +264,7 @@ def measure(
         "kills_under_load": sum(1 for k in kills if k.backlog > 0),
         "redeliveries_skipped_at_least": skipped_redeliveries,
         **{k: v for k, v in figures.items() if k not in {"events"}},
-        "tolerance": resilience.TOLERANCE,
+        "tolerance": guarantees.TOLERANCE,
         "seconds": {
             "total": round(time.perf_counter() - started, 1),
             "setup": round(setup_s, 1),
@@ -285,7 +286,7 @@ def _with_restart(kill: Kill, seconds: float) -> Kill:
 def problems(result: dict[str, Any] | None) -> list[str]:
     if result is None:
         return ["no result"]
-    wrong = [f"{name}={result[name]}" for name in resilience.FAILURES if result[name]]
+    wrong = [f"{name}={result[name]}" for name in guarantees.FAILURES if result[name]]
     if result["kills"] < result["plan"]["kills"]:
         wrong.append(f"only {result['kills']} of {result['plan']['kills']} kills")
     return wrong
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_benchmark(
         "chaos",
         args,
-        lambda workdir: resilience.deployment(workdir / "state", plan.partitions),
+        lambda workdir: guarantees.deployment(workdir / "state", plan.partitions),
         lambda settings, workdir: measure(settings, plan, workdir),
         summary=summary,
         problems=problems,

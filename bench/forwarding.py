@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.harness import Child, Context, Outcome, child_env
-from bench.kafka_io import ArrivalCounter, create_topic, produce_fast, synthetic_events
+from bench.harness import REPO, Context, Outcome, child_env
 from stream.data.sample import sample_items
+from stream.devtools.supervisor import ChildProcess
 from stream.settings import Settings, settings_env
+from testkit.kafka_io import ArrivalCounter, create_topic, produce_fast, synthetic_events
 
 _SOURCE_KEY = "noop_source"
 
@@ -56,10 +57,11 @@ def measure_forwarder(
     counter = ArrivalCounter(settings, output, source.events)
     counter.start()
     counter.wait_ready()
-    child = Child(
+    child = ChildProcess(
         command(source, settings, output),
         ctx.scratch(name) / "child.log",
         child_env(settings_env(settings)),
+        cwd=REPO,
     )
     timeout = ctx.sizes.start_timeout_s + ctx.wait_budget(source.events)
     try:

@@ -7,10 +7,7 @@ an error, so one broken benchmark never hides the figures of the others.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -18,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from stream.kafka.topics import create_topics
 from stream.procfs import cpu_seconds as process_cpu_seconds
 from stream.settings import Settings, merge_sections
+from testkit.deployment import isolated_settings
 
 REPO = Path(__file__).resolve().parent.parent
 NO_CUDA = "no CUDA device"
@@ -171,17 +168,12 @@ class Context:
         """Settings of an isolated deployment (own app id, topic prefix, state) with topics."""
         if self.bootstrap_servers is None:
             raise RuntimeError(f"no broker: {self.broker_error or 'not started'}")
-        app_id = f"bench-{self.run_id}-{name.replace('_', '-')}"
-        values: dict[str, Any] = {
-            "app_id": app_id,
-            "kafka": {"bootstrap_servers": self.bootstrap_servers},
-            "topics": {"prefix": f"{app_id}.", "partitions": self.partitions},
-            "worker": {"state_dir": str(self.scratch(f"{name}/state"))},
-            "metrics": {"port": 0},
-        }
-        settings = Settings(**merge_sections(values, overrides))
-        create_topics(settings)
-        return settings
+        return isolated_settings(
+            self.bootstrap_servers,
+            self.scratch(f"{name}/state"),
+            app_id=f"bench-{self.run_id}-{name.replace('_', '-')}",
+            **merge_sections({"topics": {"partitions": self.partitions}}, overrides),
+        )
 
     def wait_budget(self, events: int) -> float:
         """Seconds to wait for ``events`` outputs before calling the row failed."""
@@ -195,54 +187,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{path}" if path else str(REPO)
     return env
-
-
-class Child:
-    """A child process in its own session, logging to a file, stopped with SIGTERM."""
-
-    def __init__(self, argv: Sequence[str], log_file: Path, env: dict[str, str]) -> None:
-        self.argv = list(argv)
-        self.log_file = log_file
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Child:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as output:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def exit_code(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def tail(self, lines: int = 15) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        text = self.log_file.read_text(errors="replace").strip().splitlines()
-        return "\n".join(text[-lines:]) or "(empty log)"
 
 
 class Stopwatch:

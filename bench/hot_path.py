@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.kafka_io import synthetic_events
 from stream.catalog.store import ItemCatalog
-from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.processor import BatchProcessor
+from stream.core.records import SourceRecord
 from stream.core.scoring import coarse_dtype
 from stream.settings import Settings
 from stream.state.changelog import StateChangelog
 from stream.state.store import UserStateStore
 from stream.worker.runtime import recommendation_messages
+from testkit.kafka_io import synthetic_events
 
 BATCH = 500
 DIMENSION = 384

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer, TopicPartition
 
-from bench.harness import Child, Context, Outcome, RowSpec, child_env
-from bench.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
+from bench.harness import REPO, Context, Outcome, RowSpec, child_env
 from stream.data.sample import sample_items
+from stream.devtools.supervisor import ChildProcess
 from stream.kafka.transport import (
     OutgoingMessage,
     make_consumer,
@@ -33,6 +33,7 @@ from stream.kafka.transport import (
     produce_all,
 )
 from stream.settings import Settings, settings_env
+from testkit.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
 
 XDREC_P50 = "xdrec_latency_p50_ms"
 XDREC_P99 = "xdrec_latency_p99_ms"
@@ -309,7 +310,7 @@ def measure_ceiling(ctx: Context, rate: float, seconds: float) -> Latencies:
     output = f"{settings.topics.prefix}forwarded"
     create_topic(settings, output, ctx.partitions)
     books = [item["item_id"] for item in sample_items() if item["domain"] == "books"]
-    child = Child(
+    child = ChildProcess(
         [
             sys.executable,
             "-m",
@@ -327,6 +328,7 @@ def measure_ceiling(ctx: Context, rate: float, seconds: float) -> Latencies:
         ],
         ctx.scratch("ceiling_latency") / "child.log",
         child_env(settings_env(settings)),
+        cwd=REPO,
     )
     try:
         child.start()

@@ -26,7 +26,6 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import REPO, Context, Outcome, RowSpec
-from bench.kafka_io import EVENT_TYPES, produce_fast
 from bench.worker_throughput import (
     SOURCES,
     TARGET,
@@ -40,6 +39,7 @@ from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.devtools.supervisor import WorkerProcess
 from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_queued
 from stream.settings import Settings
+from testkit.kafka_io import EVENT_TYPES, produce_fast
 
 ROW = "xdrec_state_recovery_s_per_100k_keys"
 PEER = "confluent_changelog_read_s_per_100k_keys"
@@ -156,7 +156,10 @@ def produce_states(settings: Settings, messages: Iterator[OutgoingMessage]) -> t
 
 
 def read_raw(settings: Settings, topic: str, partitions: int) -> tuple[int, float]:
-    """The peer: records read from the start of every partition, and the seconds it took."""
+    """The peer: records read from the start of every partition, and the seconds it took.
+
+    A loop of its own, not :func:`stream.kafka.snapshot.read_to_end`: the peer is the plainest
+    read the client allows, with the restore's batch size (``READ_BATCH``)."""
     started = time.perf_counter()
     consumer = make_consumer(settings)
     try:

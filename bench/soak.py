@@ -30,11 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import resilience
-from bench.kafka_io import MetricsPoller, add_run_arguments, run_benchmark
+from bench.standalone import add_run_arguments, run_benchmark
 from stream.catalog.encoder import TextEncoder
 from stream.devtools.supervisor import WorkerProcess
 from stream.settings import Settings
+from testkit import guarantees
+from testkit.kafka_io import MetricsPoller
 
 REPO = Path(__file__).resolve().parent.parent
 LAG = "xdrec_consumer_lag_messages"
@@ -98,8 +99,8 @@ def max_rate(
     """Events/s the worker sustains on a backlog of ``events``; returns (rate, seconds)."""
     metrics = MetricsPoller(worker.metrics_port())
     before = metrics.poll().get(CONSUMED, 0.0)
-    planned = resilience.workload(settings, events, users, seed)
-    producer = resilience.TrackedProducer(settings, planned, rate=1e9, track=False)
+    planned = guarantees.workload(settings, events, users, seed)
+    producer = guarantees.TrackedProducer(settings, planned, rate=1e9, track=False)
     started = time.perf_counter()
     producer.start()
     deadline = time.monotonic() + 60 + events / 20
@@ -119,12 +120,12 @@ def measure(
     progress: Callable[[str], None] = say,
 ) -> dict[str, Any]:
     """Run the plan against ``settings``' deployment (topics created)."""
-    items = resilience.sample_catalog()
-    resilience.publish_catalog(settings, items)
-    resilience.prefill_items(settings, TextEncoder(device="cpu"), items, [settings.worker.name])
+    items = guarantees.sample_catalog()
+    guarantees.publish_catalog(settings, items)
+    guarantees.prefill_items(settings, TextEncoder(device="cpu"), items, [settings.worker.name])
     worker = WorkerProcess(settings, workdir / "worker.log", cwd=REPO)
     samples: list[Sample] = []
-    producer: resilience.TrackedProducer | None = None
+    producer: guarantees.TrackedProducer | None = None
     probe: dict[str, float] | None = None
     try:
         worker.start(timeout=plan.start_timeout_s)
@@ -141,8 +142,8 @@ def measure(
             }
             rate = peak / 2
             progress(f"maximum {peak:,.0f} events/s; soaking at {rate:,.0f} events/s")
-        planned = resilience.workload(settings, None, plan.users, plan.seed)
-        producer = resilience.TrackedProducer(settings, planned, rate, track=False)
+        planned = guarantees.workload(settings, None, plan.users, plan.seed)
+        producer = guarantees.TrackedProducer(settings, planned, rate, track=False)
         started = time.monotonic()
         producer.start()
         end = started + plan.minutes * 60
@@ -156,7 +157,7 @@ def measure(
             if now >= next_at:
                 metrics = poller.poll()
                 try:
-                    committed: int | None = resilience.committed_lag(settings)
+                    committed: int | None = guarantees.committed_lag(settings)
                 except Exception:  # a slow admin answer must not end a long run
                     committed = None
                 sample = Sample(
@@ -265,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sections(workdir: Path, plan: SoakPlan) -> dict[str, Any]:
-    overrides = resilience.deployment(workdir / "state", plan.partitions)
+    overrides = guarantees.deployment(workdir / "state", plan.partitions)
     overrides["interest"] = {}  # the product's bounded recent list, not the audit's
     return overrides
 

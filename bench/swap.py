@@ -31,7 +31,7 @@ exactly one recommendation on ``recs.movies``. The figures written:
   deltas of the ``xdrec_event_loop_lag_seconds`` buckets, interpolated linearly within the
   bucket as Prometheus' ``histogram_quantile`` does (``baseline_stall_ms_p99`` likewise).
 - ``rec_latency_ms_max`` and ``rec_latency_ms_p99``: what users feel, which the loop-lag gauge
-  no longer shows since batches run in the worker's runtime process (a version prepared there
+  does not show because batches run in the worker's runtime process (a version prepared there
   pauses them without delaying faust's loop): from producing an event to this process
   consuming its recommendation, over the events produced within the stall window, in ms.
   ``baseline_rec_latency_ms_max`` / ``_p99``: the same over the events produced from
@@ -78,29 +78,25 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import FULL, REPO, Context, Outcome, RowSpec
-from bench.kafka_io import (
-    MetricsPoller,
-    PacedProducer,
-    Planned,
-    add_run_arguments,
-    event_stream,
-    produce_fast,
-    run_benchmark,
-    wait_for_partitions,
-)
-from bench.resilience import store_items
+from bench.standalone import add_run_arguments, run_benchmark
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog.encoder import TextEncoder
 from stream.core.items import item_text
-from stream.data.sample import sample_interactions, sample_items
+from stream.data.sample import sample_items
 from stream.devtools.supervisor import WorkerProcess
-from stream.kafka.transport import OutgoingMessage, make_consumer
-from stream.model.artifacts import save_artifact
-from stream.model.item_space import ItemSpace
-from stream.model.transfer import ModelConfig
+from stream.kafka.transport import make_consumer
 from stream.settings import Settings
+from testkit.artifacts import space_text, train_sample_artifact
+from testkit.guarantees import store_items
+from testkit.kafka_io import (
+    MetricsPoller,
+    PacedProducer,
+    Planned,
+    event_stream,
+    publish_catalog,
+    wait_for_partitions,
+)
 from training.publisher import model_update_for, publish_update
-from training.train import TrainConfig, build_examples, train_model
 
 log = logging.getLogger("bench.swap")
 
@@ -199,49 +195,6 @@ class SwapPlan:
     seed: int = 7
 
 
-def train_sample_artifact(
-    store: Path,
-    version: str,
-    *,
-    encoder: TextEncoder | None = None,
-    text: np.ndarray | None = None,
-    epochs: int = 2,
-) -> Path:
-    """A small trained model of the bundled sample catalog, saved as an artifact in ``store``.
-
-    The hot-swap test and this benchmark both need a real version to announce. ``text``: the
-    sample items' text vectors in item-space order (:func:`space_text`); without it they are
-    encoded with ``encoder`` (default: the bundled one).
-    """
-    items = sample_items()
-    by_domain: dict[str, list[str]] = defaultdict(list)
-    for item in items:
-        by_domain[item["domain"]].append(item["item_id"])
-    space = ItemSpace.from_ids(dict(by_domain))
-    if text is None:
-        texts = {(i["domain"], i["item_id"]): item_text(i["title"], i["text"]) for i in items}
-        ordered = [texts[(d, item)] for d in space.domains for item in space.item_ids[d]]
-        text = (encoder or TextEncoder()).encode(ordered)
-    per_user: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in sample_interactions():
-        per_user[row["user_id"]].append((row["domain"], row["item_id"]))
-    config = ModelConfig(dim=32, max_history=8)
-    examples = build_examples(space, list(per_user.values()), 8, 0.5, 0)
-    model, _ = train_model(
-        space, text, examples, config, TrainConfig(epochs=epochs, batch_size=128), progress=False
-    )
-    return save_artifact(
-        model,
-        space,
-        store / version,
-        version=version,
-        parent_version=None,
-        train_config={"epochs": epochs},
-        data_window={"source": "sample"},
-        metrics={"loss": 0.0},
-    )
-
-
 def settings_overrides(workdir: Path) -> dict[str, Any]:
     """The deployment under test: one route, a recommendation per event, models in workdir."""
     return {
@@ -287,21 +240,6 @@ def fill_item_store(
     return {(item.domain, item.item_id): vectors[n] for n, item in enumerate(items)}
 
 
-def publish_catalog(settings: Settings, items: list[CatalogItem]) -> None:
-    """The same items on the catalog topics, as a deployment has them."""
-    produce_fast(
-        settings,
-        [
-            OutgoingMessage(
-                settings.topics.catalog(item.domain),
-                item.item_id.encode("utf-8"),
-                item.model_dump_json().encode("utf-8"),
-            )
-            for item in items
-        ],
-    )
-
-
 def publish_and_train(
     settings: Settings, items: list[CatalogItem], text: np.ndarray, store: Path
 ) -> Path:
@@ -309,15 +247,6 @@ def publish_and_train(
     publish_catalog(settings, items)
     # One epoch: the quality of the model does not change what it costs to swap it in.
     return train_sample_artifact(store, NEW_VERSION, text=text, epochs=1)
-
-
-def space_text(vectors: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
-    """The sample vectors in the order of the item space ``train_sample_artifact`` builds."""
-    by_domain: dict[str, list[str]] = defaultdict(list)
-    for item in sample_items():
-        by_domain[item["domain"]].append(item["item_id"])
-    space = ItemSpace.from_ids(dict(by_domain))
-    return np.stack([vectors[(d, item)] for d in space.domains for item in space.item_ids[d]])
 
 
 def events(settings: Settings, users: int, seed: int) -> Iterator[Planned]:

@@ -23,7 +23,6 @@ import numpy as np
 from bench import latency
 from bench.faust_noop import TAKE_CONFLUENT
 from bench.harness import FULL, QUICK, REPO, Context, Outcome, RowSpec, cpu_seconds
-from bench.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 from schemas import SCHEMA_VERSION, CatalogItem
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.store import ItemCatalog
@@ -33,6 +32,7 @@ from stream.devtools.supervisor import WorkerProcess
 from stream.kafka.transport import OutgoingMessage
 from stream.procfs import command_line
 from stream.settings import Settings
+from testkit.kafka_io import ArrivalCounter, produce_fast, synthetic_events
 
 ROW_10K = "xdrec_worker_events_per_s_catalog_10k"
 ROW_100K = "xdrec_worker_events_per_s_catalog_100k"

@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from schemas import EventLimits
+
 DOMAIN_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 # The --config file of the settings being built (load_settings), else XDREC_CONFIG.
 _CONFIG_FILE: ContextVar[str | None] = ContextVar("xdrec_config_file", default=None)
@@ -154,14 +156,22 @@ class RecommendationSettings(BaseModel):
     coarse_scoring: Literal["auto", "bfloat16", "off"] = "auto"
 
 
-class LimitSettings(BaseModel):
-    """Bounds that separate acceptable events from hostile ones."""
+_EVENT_LIMITS = EventLimits()
 
-    max_event_bytes: int = Field(default=65_536, ge=256)
-    max_text_chars: int = Field(default=8_192, ge=16)
-    max_id_chars: int = Field(default=256, ge=8)
-    min_timestamp: float = 631_152_000.0  # 1990-01-01
-    max_future_skew_seconds: float = 86_400.0
+
+class LimitSettings(BaseModel):
+    """Bounds that separate acceptable events from hostile ones; the defaults are the event
+    schema's own (``schemas.EventLimits``), which producers validate against too."""
+
+    max_event_bytes: int = Field(default=_EVENT_LIMITS.max_event_bytes, ge=256)
+    max_text_chars: int = Field(default=_EVENT_LIMITS.max_text_chars, ge=16)
+    max_id_chars: int = Field(default=_EVENT_LIMITS.max_id_chars, ge=8)
+    min_timestamp: float = _EVENT_LIMITS.min_timestamp
+    max_future_skew_seconds: float = _EVENT_LIMITS.max_future_skew_seconds
+
+    def event_limits(self) -> EventLimits:
+        """These bounds as the event validator takes them."""
+        return EventLimits(**self.model_dump())
 
 
 class WorkerSettings(BaseModel):
@@ -334,6 +344,20 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+class LocalSettings(BaseSettings):
+    """The process's own environment, read where a deployment's settings do not exist yet or
+    do not apply: the command line's log level, and the development broker's cache folder,
+    pom and JVM heap (``KAFKA_HEAP_OPTS``, the name Kafka's own scripts read)."""
+
+    model_config = SettingsConfigDict(env_prefix="XDREC_", extra="ignore")
+
+    log_level: str = "info"
+    cache_dir: Path = Path("~/.cache/xdrec")
+    kafka_pom: Path | None = None  # default: deploy/kafka/pom.xml of the checkout
+    # A modest heap: the broker idles at ~400 MB RSS with it.
+    kafka_heap_opts: str = Field(default="-Xmx512m -Xms256m", validation_alias="KAFKA_HEAP_OPTS")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, WorkerProcess, isolated_settings
 
 from stream.devtools.broker import BrokerInfo, start_broker, stop_broker
-from stream.settings import Settings
+from stream.settings import Settings, merge_sections
+from testkit.deployment import REPO, WorkerProcess, isolated_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,11 +52,18 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInf
 def make_settings(
     kafka_broker: BrokerInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., Settings]:
-    """Settings for an isolated deployment (own topic prefix, app id and state folder)."""
+    """Settings for an isolated deployment (own topic prefix, app id and state folder), with
+    /metrics refreshed every second and short batch windows so tests see results quickly."""
+    quick = {
+        "topics": {"partitions": 2},
+        "metrics": {"refresh_seconds": 1.0},
+        "worker": {"batch_within_seconds": 0.1},
+    }
 
     def build(**overrides: object) -> Settings:
         state_dir = tmp_path_factory.mktemp("state")
-        return isolated_settings(kafka_broker.bootstrap_servers, state_dir, **overrides)
+        sections = merge_sections(quick, overrides)
+        return isolated_settings(kafka_broker.bootstrap_servers, state_dir, **sections)
 
     return build
 

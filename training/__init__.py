@@ -1,1 +1,1 @@
-"""Training of the transfer model (see the training issue); empty until then."""
+"""Training, the trainer service and the evaluation: builds on ``stream``, never the reverse."""

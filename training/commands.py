@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from stream.cli import settings_of
+from stream.cli.flags import settings_of
 
 log = logging.getLogger("xdrec")
 

@@ -37,7 +37,7 @@ from stream.model.artifacts import (
 from stream.model.item_space import ItemSpace
 from stream.model.store import ModelStore
 from stream.model.transfer import ModelConfig, TransferModel
-from stream.settings import Settings
+from stream.settings import Settings, TrainerSettings
 from training.evaluation.cases import GROUPS, EvalData, load_cases
 from training.evaluation.methods import (
     Method,
@@ -102,6 +102,28 @@ def gate_metrics(full: dict[str, dict]) -> dict[str, float]:
     }
 
 
+def decide(
+    ours: float, theirs: float, serving_version: str, config: TrainerSettings, candidate: bool
+) -> tuple[str, str]:
+    """``(outcome, reason)`` of the gate: a candidate of an online comparison is stored
+    whatever its figures; otherwise the new model must beat the serving one by the margin."""
+    metric = config.gate_metric
+    if candidate:
+        return "candidate", (
+            f"stored for an online comparison ({metric} {ours:.4f} offline vs "
+            f"the serving {serving_version} {theirs:.4f})"
+        )
+    if ours <= theirs + config.gate_margin:
+        return "rejected", (
+            f"{metric} {ours:.4f} does not beat the serving {serving_version} "
+            f"{theirs:.4f} by the margin {config.gate_margin}"
+        )
+    return "promoted", (
+        f"{metric} {ours:.4f} beats the serving {serving_version} "
+        f"{theirs:.4f} by more than {config.gate_margin}"
+    )
+
+
 def run_job(
     settings: Settings,
     window: Window,
@@ -141,13 +163,7 @@ def run_job(
                 "window or raise trainer.holdout_share",
             )
         space = data.item_space()
-        encoder = TextEncoder(
-            settings.encoder.model_path,
-            max_length=settings.encoder.max_length,
-            batch_size=settings.encoder.batch_size,
-            device=settings.encoder.device,
-            precision=settings.encoder.precision,
-        )
+        encoder = TextEncoder.from_settings(settings.encoder)
         embeddings = embed_catalog(data, encoder, config.cache_dir, progress=progress)
         text = np.concatenate([embeddings[domain] for domain in space.domains])
         serving = serving_update(settings)
@@ -187,23 +203,7 @@ def run_job(
             training=summary,
             prior_update=prior_update,
         )
-        if candidate:
-            result.outcome = "candidate"
-            result.reason = (
-                f"stored for an online comparison ({config.gate_metric} {ours:.4f} offline vs "
-                f"the serving {serving_version} {theirs:.4f})"
-            )
-        elif ours <= theirs + config.gate_margin:
-            result.reason = (
-                f"{config.gate_metric} {ours:.4f} does not beat the serving {serving_version} "
-                f"{theirs:.4f} by the margin {config.gate_margin}"
-            )
-        else:
-            result.outcome = "promoted"
-            result.reason = (
-                f"{config.gate_metric} {ours:.4f} beats the serving {serving_version} "
-                f"{theirs:.4f} by more than {config.gate_margin}"
-            )
+        result.outcome, result.reason = decide(ours, theirs, serving_version, config, candidate)
         if result.outcome in ("promoted", "candidate"):
             # One stored artifact either way; only the key it is announced under differs.
             folder = save_artifact(

@@ -6,10 +6,10 @@ import json
 import time
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
 from pydantic import ValidationError
 
 from schemas import SCHEMA_VERSION, ZERO_SHOT_VERSION, ModelUpdate
+from stream.kafka.snapshot import read_to_end
 from stream.kafka.topics import CANDIDATE_KEY, UPDATE_KEY
 from stream.kafka.transport import OutgoingMessage, make_consumer, make_producer, produce_all
 from stream.model.artifacts import MANIFEST, WEIGHTS, load_version
@@ -50,28 +50,16 @@ def end_experiment(settings: Settings) -> None:
 def serving_update(settings: Settings, timeout: float = 10.0) -> ModelUpdate | None:
     """The latest valid ModelUpdate on ``models.updates``: the version workers serve (None:
     nothing was ever published, so they serve version 0)."""
-    topic = settings.topics.model_updates()
     consumer = make_consumer(settings)
     try:
-        partition = TopicPartition(topic, 0)
-        low, high = consumer.get_watermark_offsets(partition, timeout=timeout)
-        if high <= low:
-            return None
-        consumer.assign([TopicPartition(topic, 0, low)])
         latest: ModelUpdate | None = None
-        position = low
-        deadline = time.monotonic() + timeout
-        while position < high and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=1.0):
-                if message.error():
-                    continue
-                position = message.offset() + 1
-                if message.key() not in (UPDATE_KEY, None):
-                    continue
-                try:
-                    latest = ModelUpdate.model_validate_json(message.value() or b"")
-                except ValidationError:
-                    continue  # workers refuse it too; the one before stays in service
+        for message in read_to_end(consumer, [settings.topics.model_updates()], timeout):
+            if message.key() not in (UPDATE_KEY, None):
+                continue
+            try:
+                latest = ModelUpdate.model_validate_json(message.value() or b"")
+            except ValidationError:
+                continue  # workers refuse it too; the one before stays in service
         return latest
     finally:
         consumer.close()

@@ -41,6 +41,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from stream.cpu import has_amx_bfloat16, has_int8_vnni  # noqa: E402
+from stream.settings import EncoderSettings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,17 @@ class TextEncoder:
             self.precision,
             self.dimension,
             time.perf_counter() - started,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: EncoderSettings) -> TextEncoder:
+        """The encoder a deployment configures (``encoder.*``)."""
+        return cls(
+            settings.model_path,
+            max_length=settings.max_length,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            precision=settings.precision,
         )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

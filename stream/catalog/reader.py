@@ -18,7 +18,7 @@ from schemas import CatalogItem, DeadLetter, EventValidator, Rejection
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.store import ItemCatalog
 from stream.core.items import item_text, text_digest
-from stream.core.processor import SourceRecord, dead_letter
+from stream.core.records import SourceRecord, dead_letter
 from stream.kafka.transport import end_offsets, make_admin, make_consumer, retry_transient
 from stream.settings import Settings
 

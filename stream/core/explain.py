@@ -85,7 +85,7 @@ class ZeroShotTerms:
 
     The embeddings are gathered when the recommendation is explained, for all of a batch's
     recommendations at once (:func:`explain_batch`); an interaction whose item the catalog
-    does not know has no term, as before.
+    does not know has no term.
     """
 
     keys: list[tuple[str, str]]  # (domain, item_id) per interaction, oldest first
@@ -120,7 +120,7 @@ def zero_shot_explainer(
     feeding = feeding[-config.explain_history :]
     if not feeding:
         return None
-    # Same operations in the same order as always, so the float32 terms are unchanged.
+    # The query's own operations in its order, so the float32 terms add up to it exactly.
     weights = [
         (target_weight if i.domain == target else source_weight)
         * i.weight

@@ -1,4 +1,4 @@
-"""The pure processing core: a batch of raw events and the current user states in, new states,
+"""The batch pipeline: a batch of raw records and the current user states in, new states,
 recommendations and dead letters out.
 
 It imports no Kafka and no faust, so the worker, the offline replay, the tests and the
@@ -7,140 +7,23 @@ benchmarks all run the same code. Each user's state is loaded once and written o
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import heapq
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from schemas import (
-    FEEDBACK_ONLY,
-    SCHEMA_VERSION,
-    ZERO_SHOT_VERSION,
-    DeadLetter,
-    ErasureRequest,
-    EventLimits,
-    EventValidator,
-    Rejection,
-    UserEvent,
-)
+from schemas import FEEDBACK_ONLY, DeadLetter, ErasureRequest, EventValidator, Rejection, UserEvent
 from stream.core.emit import EmittedRecommendation, EmittedTrigger
-from stream.core.explain import Contributions, Explainer, explain_batch, zero_shot_explainer
+from stream.core.explain import Contributions, explain_batch
 from stream.core.items import Encoder, item_text, text_digest
-from stream.core.scoring import DomainIndex, top_k
-from stream.core.state import (
-    AppliedEvent,
-    UserState,
-    apply_event,
-    interest_sum,
-    normalize,
-    scale_query,
-    state_time,
-)
+from stream.core.records import SourceRecord, dead_letter, in_event_time_order
+from stream.core.scorer import ItemEmbeddings, Scorer, ZeroShotScorer
+from stream.core.scoring import top_k
+from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.settings import Settings
-
-MAX_KEY_BYTES = 1_024  # of a refused record's key kept in its dead letter
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One consumed Kafka record, as the transport hands it over."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None = None  # the Kafka record timestamp, Unix seconds
-
-
-class ItemEmbeddings(Protocol):
-    """What the processor needs from the item catalog."""
-
-    def embedding(self, domain: str, item_id: str) -> np.ndarray | None: ...
-    def embeddings(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, list[bool]]: ...
-    def add(
-        self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
-    ) -> None: ...
-    def index(self, domain: str) -> DomainIndex: ...
-
-
-class Scorer(Protocol):
-    """A model version: how a user's state becomes a query, and the items it is scored on.
-
-    ``prepare`` runs when a recommendation is due and snapshots what the query needs (the
-    state changes as the batch goes on); ``finish`` turns the snapshots of one target into
-    queries at once (one forward pass for a trained model) and, when asked, explainers.
-    """
-
-    version: str
-
-    def prepare(
-        self, state: UserState, target: str, sources: list[str], explain: bool
-    ) -> object | None: ...
-    def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]: ...
-    def index(self, target: str) -> DomainIndex: ...
-
-
-class ZeroShotScorer:
-    """Model version 0: the decayed interest in the encoder's text space, cosine to items."""
-
-    version = ZERO_SHOT_VERSION
-
-    def __init__(self, settings: Settings, items: ItemEmbeddings) -> None:
-        self.settings = settings
-        self.items = items
-
-    def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:
-        prepared = self.prepare(state, target, sources, explain=False)
-        return None if prepared is None else prepared[0]
-
-    def index(self, target: str) -> DomainIndex:
-        return self.items.index(target)
-
-    def prepare(
-        self, state: UserState, target: str, sources: list[str], explain: bool
-    ) -> tuple[np.ndarray, Explainer | None] | None:
-        """The normalized decayed interest (as :func:`stream.core.state.interest_query`) and, when
-        asked, its exact decomposition, from one sum."""
-        config = self.settings.recommendations
-        when = state_time(state)
-        total = interest_sum(
-            state,
-            target,
-            sources,
-            when,
-            self.settings.interest,
-            source_weight=config.source_weight,
-            target_weight=config.target_weight,
-        )
-        normalized = normalize(total) if total is not None else None
-        if normalized is None:
-            return None
-        query, norm = normalized
-        # A subclass may scale the query (and so its decomposition) per user; x / 1 is x.
-        weight = self.weight(state, target)
-        explainer = (
-            zero_shot_explainer(
-                state, target, sources, norm * weight, self.items, self.settings, when
-            )
-            if explain
-            else None
-        )
-        return scale_query(query, weight), explainer
-
-    def weight(self, state: UserState, target: str) -> float:
-        """What the user's cosine query is divided by: 1 here (see ``stream.model.prior``)."""
-        return 1.0
-
-    def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[Explainer | None]]:
-        pairs: Sequence[tuple[np.ndarray, Explainer | None]] = prepared  # type: ignore[assignment]
-        return np.stack([query for query, _ in pairs]), [explainer for _, explainer in pairs]
 
 
 @dataclass
@@ -174,49 +57,6 @@ class _PendingRecommendation:
     recommendation_id: str = ""  # set once ranked
 
 
-def dead_letter(
-    record: SourceRecord, rejection: Rejection, failed_at: float, keep_bytes: int = 65_536
-) -> DeadLetter:
-    """Wrap a refused record with its origin and original bytes. An oversized value keeps only
-    its first ``keep_bytes``: base64 of the whole could exceed what the broker accepts, and a
-    dead letter that cannot be written would stop the worker."""
-    value = record.value or b""
-    kept = value[:keep_bytes]
-    return DeadLetter(
-        schema_version=SCHEMA_VERSION,
-        reason=rejection.reason,
-        detail=rejection.detail,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=base64.b64encode(record.key[:MAX_KEY_BYTES]).decode("ascii")
-        if record.key is not None
-        else None,
-        original=base64.b64encode(kept).decode("ascii"),
-        original_bytes=len(value),
-        truncated=len(kept) < len(value),
-        failed_at=failed_at,
-    )
-
-
-def in_event_time_order(
-    accepted: list[tuple[SourceRecord, UserEvent]],
-) -> list[tuple[SourceRecord, UserEvent]]:
-    """Interleave the batch's partitions by event time, keeping each partition's own order.
-
-    Each domain has its own topic, so a user's events of different domains arrive in whatever
-    order the fetches bring them; merging by event time (as Kafka Streams synchronizes
-    co-partitioned inputs) restores the user's real sequence within a batch. Order within a
-    partition is never changed: offsets must increase for the redelivery check.
-    """
-    partitions: dict[tuple[str, int], list[tuple[SourceRecord, UserEvent]]] = defaultdict(list)
-    for pair in accepted:
-        partitions[(pair[0].topic, pair[0].partition)].append(pair)
-    if len(partitions) < 2:
-        return accepted
-    return list(heapq.merge(*partitions.values(), key=lambda pair: pair[1].timestamp))
-
-
 def recommendation_id(user_id: str, target: str, event_id: str, model_version: str) -> str:
     """Deterministic, so a redelivered event produces the same id and consumers can dedupe."""
     material = "\x1f".join((user_id, target, event_id, model_version)).encode("utf-8")
@@ -243,7 +83,7 @@ class BatchProcessor:
         self.candidate: Scorer | None = None
         self.clock = clock
         self.validator = EventValidator(
-            settings.domains, limits=_event_limits(settings), clock=clock
+            settings.domains, limits=settings.limits.event_limits(), clock=clock
         )
         self.topic_domains = {settings.topics.events(d): d for d in settings.domains}
         self.erasure_topic = settings.topics.erasure()
@@ -550,14 +390,3 @@ def _shown_version(state: UserState, recommendation_id: str) -> str:
         if len(shown) > 2 and shown[2] == recommendation_id:
             return str(shown[0])
     return "unknown"
-
-
-def _event_limits(settings: Settings) -> EventLimits:
-    limits = settings.limits
-    return EventLimits(
-        max_event_bytes=limits.max_event_bytes,
-        max_text_chars=limits.max_text_chars,
-        max_id_chars=limits.max_id_chars,
-        min_timestamp=limits.min_timestamp,
-        max_future_skew_seconds=limits.max_future_skew_seconds,
-    )

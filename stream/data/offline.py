@@ -11,14 +11,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
-from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.processor import BatchProcessor
+from stream.core.records import SourceRecord
 from stream.core.scoring import coarse_dtype
 from stream.core.state import UserState
+from stream.kafka.snapshot import read_ranges, topic_ranges
 from stream.kafka.transport import make_consumer
 from stream.settings import Settings
 
@@ -30,34 +30,28 @@ def read_event_records(settings: Settings) -> list[SourceRecord]:
     records' timestamps (each partition keeps its own order)."""
     consumer = make_consumer(settings)
     try:
-        per_partition: list[list[tuple[int, SourceRecord]]] = []
-        for domain in settings.domains:
-            topic = settings.topics.events(domain)
-            metadata = consumer.list_topics(topic, timeout=10.0).topics[topic]
-            for partition in metadata.partitions:
-                tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
-                _, high = consumer.get_watermark_offsets(tp, timeout=10.0)
-                records: list[tuple[int, SourceRecord]] = []
-                if high > 0:
-                    consumer.assign([tp])
-                    while not records or records[-1][1].offset + 1 < high:
-                        for message in consumer.consume(1_000, timeout=1.0):
-                            if message.error():
-                                continue
-                            records.append(
-                                (
-                                    message.timestamp()[1],
-                                    SourceRecord(
-                                        message.topic(),
-                                        message.partition(),
-                                        message.offset(),
-                                        message.key(),
-                                        message.value(),
-                                    ),
-                                )
-                            )
-                per_partition.append(records)
-        merged = heapq.merge(*per_partition, key=lambda pair: pair[0])
+        ranges = [
+            r
+            for d in settings.domains
+            for r in topic_ranges(consumer, settings.topics.events(d), None)
+        ]
+        per_partition: dict[tuple[str, int], list[tuple[int, SourceRecord]]] = {
+            (start.topic, start.partition): [] for start, _ in ranges
+        }
+        for message in read_ranges(consumer, ranges):
+            per_partition[(message.topic(), message.partition())].append(
+                (
+                    message.timestamp()[1],
+                    SourceRecord(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        message.key(),
+                        message.value(),
+                    ),
+                )
+            )
+        merged = heapq.merge(*per_partition.values(), key=lambda pair: pair[0])
         return [record for _, record in merged]
     finally:
         consumer.close()
@@ -65,13 +59,7 @@ def read_event_records(settings: Settings) -> list[SourceRecord]:
 
 def replay_topics(settings: Settings, encoder: TextEncoder | None = None) -> dict[str, UserState]:
     """User states after one pass over everything in the event topics."""
-    encoder = encoder or TextEncoder(
-        settings.encoder.model_path,
-        max_length=settings.encoder.max_length,
-        batch_size=settings.encoder.batch_size,
-        device=settings.encoder.device,
-        precision=settings.encoder.precision,
-    )
+    encoder = encoder or TextEncoder.from_settings(settings.encoder)
     with tempfile.TemporaryDirectory(prefix="xdrec-offline-") as scratch:
         catalog = ItemCatalog(
             Path(scratch) / "items",

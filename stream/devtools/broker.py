@@ -44,6 +44,7 @@ from confluent_kafka.admin import (
 )
 
 from stream.procfs import command_line, is_zombie, stat_fields
+from stream.settings import LocalSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,6 @@ SCRAM_MECHANISM = "SCRAM-SHA-256"
 _SCRAM_ITERATIONS = 4096  # the minimum Kafka accepts for SCRAM-SHA-256
 
 _REPO_POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
-# A modest heap: the broker idles at ~400 MB RSS with this; KAFKA_HEAP_OPTS overrides it, as it
-# does for Kafka's own scripts.
-_DEFAULT_HEAP_OPTS = "-Xmx512m -Xms256m"
 _JVM_OPTS = (
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
@@ -111,15 +109,13 @@ def scram_client_config(username: str, password: str) -> dict[str, str]:
 
 def default_cache_dir() -> Path:
     """``$XDREC_CACHE_DIR/kafka-<version>``, else ``~/.cache/xdrec/kafka-<version>``."""
-    root = os.environ.get("XDREC_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "xdrec"
-    return base / f"kafka-{KAFKA_VERSION}"
+    return LocalSettings().cache_dir.expanduser() / f"kafka-{KAFKA_VERSION}"
 
 
 def _pom_path() -> Path:
     """The pom that lists the broker jars; ``XDREC_KAFKA_POM`` points elsewhere if needed."""
-    override = os.environ.get("XDREC_KAFKA_POM")
-    pom = Path(override).expanduser() if override else _REPO_POM
+    override = LocalSettings().kafka_pom
+    pom = override.expanduser() if override else _REPO_POM
     if not pom.is_file():
         raise RuntimeError(
             f"Kafka pom not found at {pom}: run from a source checkout of xdrec "
@@ -721,7 +717,7 @@ def _launch(
     if new_storage is not None:
         _format_storage(java, libs, new_storage, props_file, log_file)
     deadline = time.monotonic() + timeout
-    heap = os.environ.get("KAFKA_HEAP_OPTS", _DEFAULT_HEAP_OPTS).split()
+    heap = LocalSettings().kafka_heap_opts.split()
     cmd = [java, *heap, *_JVM_OPTS, "-cp", f"{libs}/*", "kafka.Kafka", str(props_file)]
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(

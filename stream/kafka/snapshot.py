@@ -3,6 +3,7 @@ when the read began, so a snapshot finishes while producers keep writing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -32,18 +33,29 @@ def topic_ranges(
 
 
 def read_ranges(
-    consumer: Consumer, ranges: list[tuple[TopicPartition, int]], desc: str, progress: bool
+    consumer: Consumer,
+    ranges: list[tuple[TopicPartition, int]],
+    desc: str = "",
+    progress: bool = False,
+    timeout: float | None = None,
 ) -> Iterator[Message]:
-    """Every message of the given ``[first, end)`` offset ranges (all partitions at once)."""
+    """Every message of the given ``[first, end)`` offset ranges (all partitions at once, each
+    in its own order); raises TimeoutError when ``timeout`` seconds pass before the ends."""
     if not ranges:
         return
     ends = {(start.topic, start.partition): end for start, end in ranges}
     remaining = set(ends)
     total = sum(end - start.offset for start, end in ranges)
+    deadline = None if timeout is None else time.monotonic() + timeout
     consumer.assign([start for start, _ in ranges])
     bar = tqdm(total=total, desc=desc, unit="msg", disable=not progress)
     try:
         while remaining:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(remaining)} partitions not read to their end in {timeout:.0f}s: "
+                    "is the broker reachable?"
+                )
             for message in consumer.consume(1_000, timeout=0.5):
                 if message.error():
                     continue
@@ -57,3 +69,11 @@ def read_ranges(
     finally:
         bar.close()
         consumer.unassign()
+
+
+def read_to_end(
+    consumer: Consumer, topics: list[str], timeout: float | None = None
+) -> list[Message]:
+    """Every message of ``topics`` up to their ends as they are now."""
+    ranges = [r for topic in topics for r in topic_ranges(consumer, topic, None)]
+    return list(read_ranges(consumer, ranges, timeout=timeout))

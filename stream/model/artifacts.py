@@ -167,7 +167,7 @@ def _read_manifest(directory: Path) -> dict:
         raise ArtifactRefused("manifest_invalid", f"manifest lacks {sorted(required)}")
     if manifest["format"] != FORMAT:
         raise ArtifactRefused("manifest_invalid", f"unsupported format {manifest['format']!r}")
-    # Artifacts written before there were two kinds are models.
+    # A manifest without a kind is a model's: the kind is optional in the format.
     kind = manifest.setdefault("kind", MODEL_KIND)
     if kind not in (MODEL_KIND, PRIOR_KIND):
         raise ArtifactRefused("manifest_invalid", f"unknown artifact kind {kind!r}")

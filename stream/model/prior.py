@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.core.processor import ItemEmbeddings, ZeroShotScorer
+from stream.core.scorer import ItemEmbeddings, ZeroShotScorer
 from stream.core.scoring import DomainIndex
 from stream.core.state import UserState
 from stream.settings import Settings

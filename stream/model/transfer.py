@@ -103,7 +103,8 @@ class TransferModel(nn.Module):
             batch_first=True,
             norm_first=True,
         )
-        # One layer keeps the weight names of the artifacts made before there could be more.
+        # One layer is stored under ``encoder.*`` directly, the names every one-layer artifact
+        # in a store has; more layers nest under ``encoder.layers.N``.
         self.encoder: nn.Module = (
             layer
             if config.layers == 1

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from schemas import ZERO_SHOT_VERSION, ModelUpdate
 from stream.catalog.store import ItemCatalog
-from stream.core.processor import Scorer, ZeroShotScorer
+from stream.core.scorer import Scorer, ZeroShotScorer
 from stream.kafka.topics import CANDIDATE_KEY
 from stream.kafka.transport import make_consumer
 from stream.model.artifacts import WEIGHTS, ArtifactRefused, LoadedPrior, load_version

@@ -21,10 +21,11 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from stream.core.records import SourceRecord
 from stream.settings import Settings
 from stream.worker.batching import process_in_batches
 from stream.worker.intake import IntakeApp
-from stream.worker.runtime_process import LoopLagWatch, RecordTuple, RuntimeProcess
+from stream.worker.runtime_process import LoopLagWatch, RuntimeProcess
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         gc.freeze()
 
         async def handle(batch: list[EventT]) -> None:
-            records: list[RecordTuple] = [
-                (
+            records = [
+                SourceRecord(
                     event.message.topic,
                     event.message.partition,
                     event.message.offset,

@@ -1,7 +1,8 @@
 """Everything one worker process holds, and the synchronous handling of one micro-batch.
 
-The faust agent hands each batch here and runs it in a worker thread, so the event loop stays
-free for heartbeats and rebalances. Order within a batch, chosen for at-least-once with
+The runtime process (``stream/worker/runtime_process.py``) calls it for each batch the faust
+agent hands over, so faust's event loop stays free for heartbeats and rebalances. Order within a
+batch, chosen for at-least-once with
 idempotent state: (1) recommendations and dead letters are produced and acknowledged, (2) then
 the new states' changelog records, (3) states and changelog offsets are written to RocksDB,
 (4) only then does the agent ack the source offsets. A crash anywhere replays the batch; events
@@ -20,18 +21,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from schemas import DeadLetter
+from schemas import ZERO_SHOT_VERSION, DeadLetter
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
 from stream.core.emit import EmittedRecommendation
-from stream.core.processor import (
-    ZERO_SHOT_VERSION,
-    BatchOutput,
-    BatchProcessor,
-    Scorer,
-    SourceRecord,
-)
+from stream.core.processor import BatchOutput, BatchProcessor
+from stream.core.records import SourceRecord
+from stream.core.scorer import Scorer
 from stream.core.scoring import coarse_dtype
 from stream.kafka.transport import (
     OutgoingMessage,
@@ -125,14 +122,7 @@ class WorkerRuntime:
         if settings.metrics.enabled:
             self.metrics_port = self.metrics.serve(settings.metrics.address, settings.metrics.port)
             threading.Thread(target=self._monitor, name="xdrec-gauges", daemon=True).start()
-        encoder_settings = settings.encoder
-        self.encoder = TextEncoder(
-            encoder_settings.model_path,
-            max_length=encoder_settings.max_length,
-            batch_size=encoder_settings.batch_size,
-            device=encoder_settings.device,
-            precision=encoder_settings.precision,
-        )
+        self.encoder = TextEncoder.from_settings(settings.encoder)
         self.store = UserStateStore(self.state_dir / "users", settings.worker.state_cache_users)
         self.catalog = ItemCatalog(
             self.state_dir / "items",

@@ -13,8 +13,9 @@ reported it durable, and if either process dies the other follows (the runtime g
 when its parent dies; the parent exits when the runtime is gone), so an unacknowledged batch is
 replayed after a restart and the offsets in each user's state skip what was already applied.
 
-Only plain tuples and our own settings object cross the pipe, between a parent and the child it
-spawned; nothing read from a file or the network is unpickled.
+Only records (named tuples of bytes and numbers) and our own settings object cross the pipe,
+between a parent and the child it spawned; nothing read from a file or the network is
+unpickled.
 """
 
 from __future__ import annotations
@@ -33,12 +34,10 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+from stream.core.records import SourceRecord
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# (topic, partition, offset, key, value, timestamp): a consumed record as it crosses the pipe.
-RecordTuple = tuple[str, int, int, bytes | None, bytes | None, float | None]
 
 LOOP_LAG_WINDOW_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 30.0
@@ -109,7 +108,7 @@ class RuntimeProcess:
         """Load the encoder, open the stores, catch the catalog up (may take a while)."""
         self._call("start")
 
-    def handle_batch(self, records: list[RecordTuple]) -> int:
+    def handle_batch(self, records: list[SourceRecord]) -> int:
         """Process one batch to completion; returns when its outputs are durable."""
         return int(self._call("batch", records))
 
@@ -186,7 +185,6 @@ def serve(
     configure_logging(log_level)
     import torch
 
-    from stream.core.processor import SourceRecord
     from stream.worker.runtime import WorkerRuntime
 
     log.info("runtime process up pid=%d compute_threads=%d", os.getpid(), torch.get_num_threads())
@@ -208,9 +206,7 @@ def serve(
         try:
             result: Any = None
             if command == "batch":
-                result = runtime.handle_batch(
-                    [SourceRecord(*record) for record in argument]
-                ).records
+                result = runtime.handle_batch(argument).records
             elif command == "start":
                 runtime.start()
                 started = True

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO
 
-from stream.cli import _parser
+from stream.cli import parser as cli_parser
 from stream.settings import Settings, load_settings
+from testkit.deployment import REPO
 
 K8S = REPO / "deploy" / "k8s"
 
@@ -43,7 +43,7 @@ def names_a_setting(variable: str) -> bool:
 
 
 def test_every_container_command_parses() -> None:
-    parser = _parser()
+    parser = cli_parser()
     commands = {tuple(c["args"]) for c in containers()}
     assert ("worker", "--state-dir", "/state") in commands
     assert ("trainer",) in commands and ("trainer", "--once") in commands

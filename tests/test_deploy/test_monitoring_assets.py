@@ -7,9 +7,9 @@ import re
 import subprocess
 
 import yaml
-from support import REPO, require_binary
 
 from stream.worker.metrics import WorkerMetrics
+from testkit.deployment import REPO, require_binary
 from training.trainer_metrics import TrainerMetrics
 
 PROMETHEUS = REPO / "deploy" / "prometheus"

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from support import WorkerProcess, produce, read_topic, require_binary, user_event
 
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
@@ -28,6 +27,7 @@ from stream.devtools.broker import BrokerInfo, broker_status, start_broker, stop
 from stream.kafka.topics import create_topics
 from stream.kafka.transport import OutgoingMessage, check_reachable, client_log, make_admin
 from stream.settings import Settings
+from testkit.deployment import WorkerProcess, produce, read_topic, require_binary, user_event
 
 pytestmark = pytest.mark.integration
 

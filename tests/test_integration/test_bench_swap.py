@@ -11,9 +11,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from support import REPO
 
 from stream.devtools.broker import BrokerInfo
+from testkit.deployment import REPO
 
 pytestmark = pytest.mark.integration
 

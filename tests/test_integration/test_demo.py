@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import REPO
+
+from testkit.deployment import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,6 @@ from typing import Any, get_args
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from support import WorkerProcess, produce_tracked, read_topic, user_event
 
 from schemas import DeadLetter
 from schemas.contracts import DeadLetterReason
@@ -42,6 +41,7 @@ from stream.data.replay import replay_dataset
 from stream.data.sample import sample_items, write_sample_dataset
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import LimitSettings, Settings
+from testkit.deployment import WorkerProcess, produce_tracked, read_topic, user_event
 
 pytestmark = pytest.mark.integration
 

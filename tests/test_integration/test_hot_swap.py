@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
-from support import WorkerProcess, produce, read_topic, user_event
 
-from bench.swap import train_sample_artifact
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import sample_items, write_sample_dataset
 from stream.model.artifacts import MANIFEST, WEIGHTS, sha256_of
 from stream.settings import Settings
+from testkit.artifacts import train_sample_artifact
+from testkit.deployment import WorkerProcess, produce, read_topic, user_event
 from training.publisher import model_update_for, publish_update
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, WorkerProcess, produce, read_topic, require_binary, user_event
 
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import write_sample_dataset
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings
+from testkit.deployment import REPO, WorkerProcess, produce, read_topic, require_binary, user_event
 
 pytestmark = pytest.mark.integration
 

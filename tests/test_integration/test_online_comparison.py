@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import pytest
 from datasets import T0, write_clustered_dataset
-from support import REPO, WorkerProcess, read_topic
 
 from stream.core.processor import in_experiment
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.settings import Settings, settings_env
+from testkit.deployment import REPO, WorkerProcess, read_topic
 from training.event_log import Window
 from training.job import run_job
 

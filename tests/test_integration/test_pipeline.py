@@ -13,9 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import REPO, WorkerProcess, produce, read_topic, user_event
 
-from bench.resilience import RecSeen, compare_states, rec_groups, stored_states
 from stream.data.dataset import Dataset
 from stream.data.offline import replay_topics
 from stream.data.replay import replay_dataset
@@ -23,6 +21,8 @@ from stream.data.sample import item_genre, sample_items, write_sample_dataset
 from stream.devtools.supervisor import process_running
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings, settings_env
+from testkit.deployment import REPO, WorkerProcess, produce, read_topic, user_event
+from testkit.guarantees import RecSeen, compare_states, rec_groups, stored_states
 
 pytestmark = pytest.mark.integration
 

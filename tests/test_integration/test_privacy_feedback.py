@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import WorkerProcess, produce, read_topic, user_event
 
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
@@ -19,6 +18,7 @@ from stream.data.sample import item_genre, sample_items, write_sample_dataset
 from stream.settings import Settings
 from stream.state.store import UserStateStore
 from stream.worker.erasure import request_erasure
+from testkit.deployment import WorkerProcess, produce, read_topic, user_event
 from training.event_log import Window, snapshot_window
 
 pytestmark = pytest.mark.integration

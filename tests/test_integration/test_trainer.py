@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from datasets import T0, write_clustered_dataset
-from support import REPO, WorkerProcess, produce, read_topic, user_event
 
 from schemas import SCHEMA_VERSION, ModelUpdate, TrainingRequest
 from stream.data.dataset import Dataset
@@ -27,6 +26,7 @@ from stream.devtools.supervisor import TRAINER_READY_LINE
 from stream.kafka.transport import OutgoingMessage
 from stream.model.artifacts import MANIFEST
 from stream.settings import Settings, settings_env
+from testkit.deployment import REPO, WorkerProcess, produce, read_topic, user_event
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,8 @@
 
 - ``stream`` (what a worker runs) never imports ``training``: serving a model must not pull
   in the training loop or the evaluation.
-- No product module (``stream``, ``training``, ``schemas``) imports ``bench``.
+- No product module (``stream``, ``training``, ``schemas``) imports ``bench`` or ``testkit``
+  (the support the tests and benchmarks share): neither is installed with the product.
 - ``stream.core`` (the batch pipeline) does no I/O of its own: it imports no Kafka client,
   faust, RocksDB or transformers, and of xdrec only ``stream.core``, ``stream.settings``,
   ``stream.cpu`` and ``schemas``, so that nothing of those comes in through another module.
@@ -19,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("stream", "training", "schemas")
+NOT_PRODUCT = ("bench", "testkit")
 CORE_FORBIDDEN = ("confluent_kafka", "faust", "aiokafka", "rocksdict", "transformers")
 CORE_MAY_IMPORT = ("stream.core", "stream.settings", "stream.cpu", "schemas")
 
@@ -56,7 +58,7 @@ def violations(root: Path) -> set[tuple[str, str]]:
             package_of = name if path.name == "__init__.py" else name.rpartition(".")[0]
             for imported in imported_modules(path.read_text(), package_of):
                 package = imported.split(".")[0]
-                if package == "bench" or (top == "stream" and package == "training"):
+                if package in NOT_PRODUCT or (top == "stream" and package == "training"):
                     broken.add((name, package))
                 if name == "stream.core" or name.startswith("stream.core."):
                     if package in CORE_FORBIDDEN:
@@ -88,6 +90,7 @@ def test_layers_import_one_way() -> None:
             {("stream.core.state", "training")},
         ),
         ("training.job", "from bench.harness import y", {("training.job", "bench")}),
+        ("stream.cli", "from testkit.deployment import y", {("stream.cli", "testkit")}),
         ("training.job", "from stream.model import transfer", set()),
         ("schemas.events", "import bench", {("schemas.events", "bench")}),
         ("stream.core.processor", "import rocksdict", {("stream.core.processor", "rocksdict")}),

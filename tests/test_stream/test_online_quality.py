@@ -8,7 +8,8 @@ import json
 from memory_catalog import MemoryCatalog
 
 from schemas import TrainingRequest
-from stream.core.processor import BatchProcessor, SourceRecord
+from stream.core.processor import BatchProcessor
+from stream.core.records import SourceRecord
 from stream.core.state import UserState
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings

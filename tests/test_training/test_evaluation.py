@@ -62,3 +62,18 @@ def test_zero_shot_transfers_genre_across_domains_on_the_sample(tmp_path: Path) 
     assert 0 < cold["zero_shot"]["coverage@10"] <= 1
     assert 0 < cold["zero_shot"]["diversity@10"] < 2
     assert json.loads(json.dumps(metrics)) == metrics
+
+
+def test_the_streaming_check_runs_under_the_configured_prefix_and_app_id(tmp_path: Path) -> None:
+    from training.evaluation.streaming import streaming_settings
+
+    base = Settings(app_id="team-recs", topics={"prefix": "team."})
+    first = streaming_settings(base, ["books", "movies"], tmp_path, top_k=10)
+    second = streaming_settings(base, ["books", "movies"], tmp_path, top_k=10)
+    assert first.topics.prefix.startswith("team.eval") and first.topics.prefix.endswith(".")
+    assert first.app_id.startswith("team-recs-eval")
+    assert first.topics.prefix != second.topics.prefix and first.app_id != second.app_id
+    assert first.recommendations.routes == {
+        "books": ["books", "movies"],
+        "movies": ["books", "movies"],
+    }

@@ -252,13 +252,7 @@ def evaluate_offline(
     encoder_name = None
     embeddings = None
     if "zero_shot" in methods or train is not None:
-        encoder = TextEncoder(
-            settings.encoder.model_path,
-            max_length=settings.encoder.max_length,
-            batch_size=settings.encoder.batch_size,
-            device=settings.encoder.device,
-            precision=settings.encoder.precision,
-        )
+        encoder = TextEncoder.from_settings(settings.encoder)
         encoder_name = encoder.name
         embeddings = embed_catalog(data, encoder, cache_dir, progress=progress)
     training_summary: dict | None = None

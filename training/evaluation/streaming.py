@@ -56,13 +56,17 @@ def write_cold_variant(dataset: Dataset, directory: Path, splits: tuple[str, ...
 
 
 def streaming_settings(base: Settings, domains: list[str], work_dir: Path, top_k: int) -> Settings:
-    """An isolated deployment that recommends every domain after every event."""
+    """An isolated deployment that recommends every domain after every event. Its topics sit
+    under the configured prefix and its consumer group starts with the configured app id, so
+    a broker whose ACLs grant those prefixes lets it run."""
     namespace = f"eval{uuid.uuid4().hex[:8]}"
     return base.model_copy(
         update={
-            "app_id": namespace,
+            "app_id": f"{base.app_id}-{namespace}"[-64:],
             "domains": domains,
-            "topics": base.topics.model_copy(update={"prefix": f"{namespace}."}),
+            "topics": base.topics.model_copy(
+                update={"prefix": f"{base.topics.prefix}{namespace}."}
+            ),
             "recommendations": base.recommendations.model_copy(
                 update={
                     "routes": {t: list(domains) for t in domains},

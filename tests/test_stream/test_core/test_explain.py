@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 from memory_catalog import MemoryCatalog
 
-from bench.swap import train_sample_artifact
 from schemas import Recommendation
 from stream.catalog.encoder import TextEncoder
 from stream.core.items import item_text
-from stream.core.processor import BatchProcessor, Scorer, SourceRecord
+from stream.core.processor import BatchProcessor
+from stream.core.records import SourceRecord
+from stream.core.scorer import Scorer
 from stream.core.state import UserState
 from stream.data.sample import item_genre, sample_items
 from stream.model.artifacts import load_artifact
 from stream.model.scorer import ModelScorer
 from stream.settings import Settings
+from testkit.artifacts import train_sample_artifact
 
 T0 = 1_704_067_200.0
 FIRST, SECOND = "science_fiction", "romance"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream.core.processor import ZeroShotScorer
+from stream.core.scorer import ZeroShotScorer
 from stream.core.scoring import DomainIndex, score_items, top_k
 from stream.core.state import AppliedEvent, UserState, apply_event
 from stream.model.prior import PopularityPrior, PriorScorer

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import produce
 
 from stream.core.state import UserState
 from stream.kafka.transport import make_producer
 from stream.settings import Settings
 from stream.state.changelog import StateChangelog
 from stream.state.store import UserStateStore
+from testkit.deployment import produce
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from stream.core.emit import EmittedRecommendation, EmittedTrigger
-from stream.core.processor import BatchOutput, SourceRecord
+from stream.core.processor import BatchOutput
+from stream.core.records import SourceRecord
 from stream.core.state import UserState
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings

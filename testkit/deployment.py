@@ -1,4 +1,5 @@
-"""Helpers for tests that run against the real broker: worker processes, producing, reading."""
+"""Deployments of their own on a real broker, for the tests and the benchmarks: settings with
+their own app id, topics and state, producing to them and reading them back."""
 
 from __future__ import annotations
 
@@ -52,16 +53,23 @@ def require_binary(name: str) -> str:
     pytest.skip(message)
 
 
-def isolated_settings(bootstrap_servers: str, state_dir: Path, **overrides: object) -> Settings:
-    """Settings of a deployment of its own on that broker (topic prefix, app id, state folder),
-    with its topics created; ``overrides`` update whole sections key by key."""
-    namespace = f"t{uuid.uuid4().hex[:8]}"
+def isolated_settings(
+    bootstrap_servers: str,
+    state_dir: Path,
+    *,
+    app_id: str | None = None,
+    **overrides: object,
+) -> Settings:
+    """Settings of a deployment of its own on that broker (app id and so consumer group, topic
+    prefix, state folder, /metrics on a free port), with its topics created; ``overrides``
+    update whole sections key by key."""
+    app_id = app_id or f"t{uuid.uuid4().hex[:8]}"
     values: dict = {
-        "app_id": namespace,
+        "app_id": app_id,
         "kafka": {"bootstrap_servers": bootstrap_servers},
-        "topics": {"prefix": f"{namespace}.", "partitions": 2},
-        "metrics": {"port": 0, "refresh_seconds": 1.0},
-        "worker": {"state_dir": str(state_dir), "batch_within_seconds": 0.1},
+        "topics": {"prefix": f"{app_id}."},
+        "metrics": {"port": 0},
+        "worker": {"state_dir": str(state_dir)},
     }
     settings = Settings(**merge_sections(values, overrides))
     create_topics(settings)

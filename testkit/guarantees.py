@@ -59,8 +59,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from bench.kafka_io import PacedProducer, Planned, Sent, event_stream
-from bench.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.store import ItemCatalog
@@ -69,15 +67,16 @@ from stream.core.processor import recommendation_id
 from stream.core.state import UserState
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import ASSIGNED_LINE
+from stream.kafka import snapshot
 from stream.kafka.transport import (
-    OutgoingMessage,
     make_admin,
     make_consumer,
-    make_producer,
-    produce_all,
 )
 from stream.settings import Settings
 from stream.state.store import UserStateStore
+from testkit.kafka_io import PacedProducer, Planned, Sent, event_stream
+from testkit.kafka_io import publish_catalog as publish_catalog  # re-exported for the audited runs
+from testkit.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 
 log = logging.getLogger(__name__)
 
@@ -122,21 +121,6 @@ def worker_settings(settings: Settings, name: str) -> Settings:
 def sample_catalog() -> list[CatalogItem]:
     """The bundled sample catalog (144 items over three domains) as catalog records."""
     return [CatalogItem(schema_version=SCHEMA_VERSION, **item) for item in sample_items()]
-
-
-def publish_catalog(settings: Settings, items: Sequence[CatalogItem]) -> None:
-    produce_all(
-        make_producer(settings, **{"linger.ms": 20}),
-        [
-            OutgoingMessage(
-                settings.topics.catalog(item.domain),
-                item.item_id.encode("utf-8"),
-                item.model_dump_json().encode("utf-8"),
-            )
-            for item in items
-        ],
-        timeout=60.0,
-    )
 
 
 class MemoEncoder(TextEncoder):
@@ -358,25 +342,7 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 120.0) -> list[
     """Every record of ``topic`` up to its current end."""
     consumer = make_consumer(settings)
     try:
-        metadata = consumer.list_topics(topic, timeout=10.0).topics[topic]
-        ends: dict[int, int] = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10.0)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        messages: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{topic} not read to its end in {timeout:.0f}s")
-            for message in consumer.consume(1_000, timeout=0.5):
-                if message.error():
-                    continue
-                messages.append(message)
-                if message.offset() + 1 >= ends.get(message.partition(), 1 << 62):
-                    del ends[message.partition()]
-        return messages
+        return snapshot.read_to_end(consumer, [topic], timeout)
     finally:
         consumer.close()
 

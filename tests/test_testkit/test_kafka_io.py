@@ -1,35 +1,24 @@
-"""The benchmarks' shared pieces, without a broker: the synthetic-event source, the paced
-producer (on a stand-in for the Kafka producer), the /metrics poller (on a local HTTP server)
-and the command-line scaffolding. chaos, soak, swap and latency all stand on them."""
+"""The shared Kafka I/O of tests and benchmarks, without a broker: the synthetic-event source,
+the paced producer (on a stand-in for the Kafka producer) and the /metrics poller (on a local
+HTTP server). chaos, soak, swap, latency and the resilience tests all stand on them."""
 
 from __future__ import annotations
 
-import argparse
 import http.server
 import itertools
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import kafka_io, resilience
-from bench.kafka_io import (
-    MetricsPoller,
-    PacedProducer,
-    Planned,
-    add_run_arguments,
-    event_stream,
-    run_benchmark,
-    synthetic_events,
-)
 from bench.latency import live_events
 from bench.swap import events as swap_events
 from stream.settings import Settings
+from testkit import guarantees
+from testkit.kafka_io import MetricsPoller, PacedProducer, Planned, event_stream, synthetic_events
 
 ITEMS = {"books": ["b1", "b2", "b3"], "music": ["m1", "m2"]}
 
@@ -113,7 +102,7 @@ def test_each_benchmark_keeps_its_own_event_ids() -> None:
         "swap7-00000001",
     ]
     assert next(live_events(settings, 5, ITEMS, "lat-", 3)).event_id == "lat-00000000"
-    workload = list(resilience.workload(settings, 10, 5, 3, invalid_every=5))
+    workload = list(guarantees.workload(settings, 10, 5, 3, invalid_every=5))
     assert [p.event_id for p in workload].count(None) == 2
     assert len(synthetic_events(settings, 4, 5, ITEMS, 2)) == 4
 
@@ -206,7 +195,7 @@ def metrics_port() -> Iterator[int]:
 def test_metrics_poller_sums_samples_and_keeps_the_last_good_read(metrics_port: int) -> None:
     poller = MetricsPoller(metrics_port, 0.05)
     assert poller.poll() == {"xdrec_events_consumed_total": 7.0, "xdrec_consumer_lag_messages": 2.0}
-    assert resilience.scrape(metrics_port) == poller.last
+    assert guarantees.scrape(metrics_port) == poller.last
     gone = MetricsPoller(1, 0.05)  # nothing listens on port 1
     assert gone.poll() == {} and gone.failures == 1
 
@@ -225,86 +214,3 @@ def test_metrics_poller_reads_on_its_own_thread(metrics_port: int) -> None:
     poller.stop()
     assert len(pages) >= 3 and not poller.is_alive()
     assert poller.last["xdrec_events_consumed_total"] == 7.0
-
-
-def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", type=Path)
-    add_run_arguments(parser)
-    return parser.parse_args(
-        ["--bootstrap-servers", "127.0.0.1:1", "--json", str(tmp_path / "out.json"), *extra]
-    )
-
-
-@pytest.fixture
-def no_topics(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Deployments run_benchmark would create topics for (no broker in these tests)."""
-    made: list[Settings] = []
-    monkeypatch.setattr(kafka_io, "create_topics", made.append)
-    return made
-
-
-def test_run_benchmark_writes_the_figures_and_cleans_up(
-    tmp_path: Path, no_topics: list[Settings]
-) -> None:
-    scratch: list[Path] = []
-
-    def measure(settings: Settings, workdir: Path) -> dict[str, Any]:
-        scratch.append(workdir)
-        return {"lost": 0, "state": str(settings.worker.state_dir)}
-
-    code = run_benchmark(
-        "unit",
-        _args(tmp_path),
-        lambda workdir: {"worker": {"state_dir": str(workdir / "state")}},
-        measure,
-        summary=lambda result: f"lost={result['lost']}",
-        say=lambda message: None,
-    )
-    assert code == 0
-    (settings,) = no_topics
-    assert settings.app_id.startswith("bench-unit-")
-    assert settings.topics.prefix == f"{settings.app_id}."
-    assert settings.kafka.bootstrap_servers == "127.0.0.1:1"
-    assert json.loads((tmp_path / "out.json").read_text())["lost"] == 0
-    assert not scratch[0].exists()
-
-
-def test_run_benchmark_keeps_the_scratch_folder_of_a_wrong_or_broken_run(
-    tmp_path: Path, no_topics: list[Settings], capsys: pytest.CaptureFixture[str]
-) -> None:
-    scratch: list[Path] = []
-
-    def measure(settings: Settings, workdir: Path) -> dict[str, Any]:
-        scratch.append(workdir)
-        return {"lost": 2}
-
-    def run(measure: Callable[[Settings, Path], dict[str, Any]]) -> int:
-        return run_benchmark(
-            "unit",
-            _args(tmp_path),
-            lambda workdir: {},
-            measure,
-            summary=str,
-            problems=lambda result: [f"lost={result['lost']}"] if result["lost"] else [],
-            say=lambda message: None,
-        )
-
-    assert run(measure) == 1
-    assert "unit: WRONG: lost=2" in capsys.readouterr().err
-    assert scratch[-1].exists()
-
-    def broken(settings: Settings, workdir: Path) -> dict[str, Any]:
-        scratch.append(workdir)
-        raise RuntimeError("worker died")
-
-    with pytest.raises(RuntimeError, match="worker died"):
-        run(broken)
-    assert scratch[-1].exists()
-
-    def interrupted(settings: Settings, workdir: Path) -> dict[str, Any]:
-        raise KeyboardInterrupt
-
-    assert run(interrupted) == 130
-    for folder in scratch:
-        shutil.rmtree(folder)

@@ -11,24 +11,14 @@ produces them with :class:`PacedProducer` and reads the worker's /metrics with
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import random
-import shutil
-import signal
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -42,9 +32,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas import SCHEMA_VERSION, UserEvent
-from stream.devtools.broker import start_broker, stop_broker
-from stream.kafka.topics import create_topics
+from schemas import SCHEMA_VERSION, CatalogItem, UserEvent
 from stream.kafka.transport import (
     OutgoingMessage,
     make_admin,
@@ -53,8 +41,7 @@ from stream.kafka.transport import (
     produce_all,
     produce_queued,
 )
-from stream.logs import configure_logging
-from stream.settings import Settings, merge_sections
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +130,21 @@ def produce_fast(
     """Produce and wait for every ack, batching hard; raises DeliveryError otherwise."""
     producer = make_producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
     produce_all(producer, messages, timeout)
+
+
+def publish_catalog(settings: Settings, items: Sequence[CatalogItem]) -> None:
+    """``items`` on their catalog topics, keyed by item id, as a deployment has them."""
+    produce_fast(
+        settings,
+        [
+            OutgoingMessage(
+                settings.topics.catalog(item.domain),
+                item.item_id.encode("utf-8"),
+                item.model_dump_json().encode("utf-8"),
+            )
+            for item in items
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,80 +486,3 @@ class MetricsPoller(threading.Thread):
         self._stop_requested.set()
         if self.is_alive():
             self.join(5.0)
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM would end Python without running finally blocks, leaving the broker and the
-    # worker (each in its own session) running: turn it into Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options :func:`run_benchmark` reads, shared by the command-line benchmarks."""
-    parser.add_argument(
-        "--bootstrap-servers", help="use this broker instead of starting a local one"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
-    parser.add_argument("--log-level", default="warning", help="log level of this process")
-
-
-def run_benchmark(
-    name: str,
-    args: argparse.Namespace,
-    sections: Callable[[Path], dict[str, Any]],
-    measure: Callable[[Settings, Path], dict[str, Any]],
-    *,
-    summary: Callable[[dict[str, Any]], str],
-    problems: Callable[[dict[str, Any]], list[str]] = lambda result: [],
-    say: Callable[[str], None],
-) -> int:
-    """``python -m bench.NAME``, given the options of :func:`add_run_arguments` and ``--json``:
-    a scratch folder, a broker of its own in it (unless ``--bootstrap-servers``), an isolated
-    deployment (own app id and topic prefix, ``sections(scratch)`` for the rest) with its
-    topics, ``measure(settings, scratch)``, then its summary, JSON and ``problems``.
-
-    SIGTERM counts as Ctrl-C, so the broker and the workers are stopped whatever happens. The
-    scratch folder stays with ``--keep``, a failed run or problems. Returns the exit code: 0, 1
-    when there were problems (each printed), 130 when interrupted; an error of ``measure`` is
-    raised after the clean-up."""
-    configure_logging(args.log_level)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
-    workdir = Path(tempfile.mkdtemp(prefix=f"xdrec-bench-{name}-"))
-    broker_dir = workdir / "broker"
-    result: dict[str, Any] | None = None
-    try:
-        bootstrap = args.bootstrap_servers
-        if bootstrap is None:
-            say(f"starting a local broker in {broker_dir}")
-            bootstrap = start_broker(broker_dir).bootstrap_servers
-        app_id = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-        values = {
-            "app_id": app_id,
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": f"{app_id}."},
-        }
-        settings = Settings(**merge_sections(values, sections(workdir)))
-        create_topics(settings)
-        result = measure(settings, workdir)
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
-    finally:
-        if args.bootstrap_servers is None:
-            stop_broker(broker_dir)  # a no-op when none was started
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        if args.keep or result is None or problems(result):
-            print(f"scratch folder with logs kept: {workdir}", flush=True)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(summary(result), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        say(f"wrote {args.json}")
-    wrong = problems(result)
-    for problem in wrong:
-        print(f"{name}: WRONG: {problem}", file=sys.stderr)
-    return 1 if wrong else 0
