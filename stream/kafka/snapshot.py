@@ -9,6 +9,10 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, Message, TopicPartition
 from tqdm import tqdm
 
+from stream.kafka.transport import retry_transient
+
+LEADER_WAIT_SECONDS = 30.0
+
 
 def topic_ranges(
     consumer: Consumer, topic: str, start_ms: int | None
@@ -22,14 +26,26 @@ def topic_ranges(
         )
     ranges = []
     for partition in sorted(metadata.partitions):
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
-        first = low
-        if start_ms is not None:
-            found = consumer.offsets_for_times([TopicPartition(topic, partition, start_ms)], 10.0)
-            first = found[0].offset if found[0].offset >= 0 else high
+        # A topic created a moment ago, or a partition whose leader is moving, answers
+        # NOT_LEADER_FOR_PARTITION for a while: wait for its leader instead of failing.
+        first, high = retry_transient(
+            lambda partition=partition: _first_and_end(consumer, topic, partition, start_ms),
+            operation="topic_ranges",
+            timeout=LEADER_WAIT_SECONDS,
+        )
         if first < high:
             ranges.append((TopicPartition(topic, partition, first), high))
     return ranges
+
+
+def _first_and_end(
+    consumer: Consumer, topic: str, partition: int, start_ms: int | None
+) -> tuple[int, int]:
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
+    if start_ms is None:
+        return low, high
+    found = consumer.offsets_for_times([TopicPartition(topic, partition, start_ms)], 10.0)
+    return (found[0].offset if found[0].offset >= 0 else high), high
 
 
 def read_ranges(
