@@ -130,6 +130,17 @@ class Recommendation(Contract):
     generated_at: float = Field(description="Wall-clock time of emission, Unix seconds.")
 
 
+# Why a record was refused; each reason names exactly one case:
+#   oversized: more bytes than limits.max_event_bytes; invalid_utf8, invalid_json: not UTF-8
+#   or not JSON (a null value too); schema_violation: a JSON value that breaks the contract
+#   (a missing or null required field, a wrong type, an unknown field, an over-long id);
+#   unsupported_schema_version: a schema_version this worker does not read; unknown_domain:
+#   a domain the deployment does not configure; domain_mismatch: a configured domain on
+#   another domain's topic; key_mismatch: a record key other than the user id;
+#   timestamp_out_of_range: before limits.min_timestamp or too far in the future;
+#   text_too_long: inline title and text over limits.max_text_chars; unknown_item: an item
+#   neither in the catalog nor carrying text; unknown_event_type: an event_type given but not
+#   one of the known types (the event's only fault).
 DeadLetterReason = Literal[
     "oversized",
     "invalid_utf8",

@@ -47,12 +47,20 @@ def _summarize(error: ValidationError) -> str:
 
 
 def _classify(error: ValidationError) -> Rejection:
-    errors = error.errors(include_input=False, include_url=False)
+    """The one reason that names what is wrong: ``unknown_event_type`` only for an event whose
+    sole fault is an ``event_type`` that is given but not one of the known types; a missing or
+    null required field, ``event_type`` included, is a ``schema_violation``."""
+    errors = error.errors(include_url=False)  # inputs are read here, never put in the detail
     if any(item["type"] == "json_invalid" for item in errors):
         return Rejection("invalid_json", _summarize(error))
     if any(item["loc"][:1] == ("schema_version",) and item["type"] != "missing" for item in errors):
         return Rejection("unsupported_schema_version", _summarize(error))
-    if any(item["loc"][:1] == ("event_type",) for item in errors):
+    if all(
+        item["loc"][:1] == ("event_type",)
+        and item["type"] != "missing"
+        and item.get("input") is not None
+        for item in errors
+    ):
         return Rejection("unknown_event_type", _summarize(error))
     return Rejection("schema_violation", _summarize(error))
 

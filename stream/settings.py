@@ -274,6 +274,11 @@ class MetricsSettings(BaseModel):
     address: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
     refresh_seconds: float = Field(default=5.0, gt=0)
+    # The event-to-recommendation latency objective: this share of recommendations published
+    # within this many seconds of their event's event time. Exported as gauges beside a count
+    # of the slower ones, so the burn-rate alerts (deploy/prometheus) follow this setting.
+    latency_objective_seconds: float = Field(default=1.0, gt=0)
+    latency_objective_ratio: float = Field(default=0.99, gt=0, lt=1)
 
 
 class Settings(BaseSettings):

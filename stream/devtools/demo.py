@@ -1,5 +1,6 @@
 """The quick start: a local broker, one worker, the three-domain sample replayed, and the
-recommendations printed as a downstream service receives them. Ctrl-C stops all of it."""
+recommendations printed as a downstream service receives them. Ctrl-C, SIGTERM and SIGHUP
+(``kill``, ``timeout``, a closed terminal, systemd) stop all of it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
@@ -26,11 +28,17 @@ def run_demo(
 ) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     broker_dir = workdir / "broker"
-    info = start_broker(broker_dir)
-    print(f"broker  {info.bootstrap_servers} (log: {info.log_file})", flush=True)
+    # Recommendations of an earlier run in the same folder are still on the topics: this run
+    # shows and counts only those made after it began.
+    run_started = time.time()
+    previous_handlers = {
+        signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
+    }
     worker: WorkerProcess | None = None
     stop = threading.Event()
     try:
+        info = start_broker(broker_dir)
+        print(f"broker  {info.bootstrap_servers} (log: {info.log_file})", flush=True)
         settings = settings.model_copy(
             update={
                 "kafka": settings.kafka.model_copy(
@@ -55,7 +63,7 @@ def run_demo(
         arrivals: list[float] = []
         printer = threading.Thread(
             target=_print_recommendations,
-            args=(settings, targets, titles, received, arrivals, stop),
+            args=(settings, targets, titles, received, arrivals, stop, run_started),
             daemon=True,
         )
         printer.start()
@@ -94,13 +102,22 @@ def run_demo(
         print("\nstopping…", flush=True)
         return 0
     finally:
-        # A second Ctrl-C must not leave the worker or the broker running behind the user.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C (or signal) must not leave the worker or the broker running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         stop.set()
         if worker is not None:
             worker.stop()
         stop_broker(broker_dir)
         print("stopped worker and broker", flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP stop the demo the way Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def _print_recommendations(
@@ -110,9 +127,12 @@ def _print_recommendations(
     received: list[dict],
     arrivals: list[float],
     stop: threading.Event,
+    since: float,
 ) -> None:
     topics = [settings.topics.recs(target) for target in targets]
     for rec in follow(settings, topics, from_beginning=True, should_stop=stop.is_set):
+        if rec.get("generated_at", 0.0) < since:
+            continue  # an earlier run's
         received.append(rec)
         arrivals.append(time.monotonic())
         print(format_recommendation(rec, titles, top=3), flush=True)

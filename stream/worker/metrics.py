@@ -90,6 +90,23 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.recs_over_objective = Counter(
+            "xdrec_recommendations_over_objective_total",
+            "Recommendations published later after their event's event time than the latency "
+            "objective (metrics.latency_objective_seconds): the SLO's bad events.",
+            registry=r,
+        )
+        self.latency_objective_seconds = Gauge(
+            "xdrec_latency_objective_seconds",
+            "The latency objective's bound (metrics.latency_objective_seconds).",
+            registry=r,
+        )
+        self.latency_objective_ratio = Gauge(
+            "xdrec_latency_objective_ratio",
+            "The share of recommendations that should meet the bound "
+            "(metrics.latency_objective_ratio).",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "xdrec_consumer_lag_messages",
             "Messages in the partition after the last one this worker processed.",
@@ -190,6 +207,10 @@ class WorkerMetrics:
             ["reason"],
             registry=r,
         )
+
+    def set_latency_objective(self, seconds: float, ratio: float) -> None:
+        self.latency_objective_seconds.set(seconds)
+        self.latency_objective_ratio.set(ratio)
 
     def initialize(self, domains: list[str], targets: list[str], model_version: str) -> None:
         """Create every known label set at zero, so that rate() sees the first events."""

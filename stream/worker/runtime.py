@@ -117,6 +117,9 @@ class WorkerRuntime:
         self.metrics.initialize(
             settings.domains, list(settings.recommendations.routes), ZERO_SHOT_VERSION
         )
+        self.metrics.set_latency_objective(
+            settings.metrics.latency_objective_seconds, settings.metrics.latency_objective_ratio
+        )
         self.metrics.model.info({"model_version": ZERO_SHOT_VERSION})
         self.metrics.model_created.set(time.time())
         if settings.metrics.enabled:
@@ -315,9 +318,13 @@ class WorkerRuntime:
         if output.erased:
             metrics.users_erased.inc(len(output.erased))
             log.info("users erased count=%d", len(output.erased))
+        objective = self.settings.metrics.latency_objective_seconds
         for rec in output.recommendations:
             metrics.recommendations.labels(rec.target_domain, rec.model_version).inc()
-            metrics.event_time_to_rec.observe(max(0.0, now - rec.trigger.event_time))
+            delay = max(0.0, now - rec.trigger.event_time)
+            metrics.event_time_to_rec.observe(delay)
+            if delay > objective:
+                metrics.recs_over_objective.inc()
         metrics.batches.inc()
         metrics.batch_size.observe(stats.records)
         metrics.batch_seconds.observe(stats.seconds)

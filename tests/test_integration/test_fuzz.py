@@ -398,6 +398,8 @@ def wrong_types(draw: st.DrawFn) -> Record:
     field = draw(ALL_FIELDS)
     event[field] = draw(WRONG_VALUES[field])
     reason = REASON_OF_FIELD.get(field, "schema_violation")
+    if field == "event_type" and event[field] is None:
+        reason = "schema_violation"  # a null event type is a missing one
     return broken(draw, "wrong_type", event, reason, domain=draw(domains))
 
 
@@ -413,9 +415,7 @@ def null_or_missing(draw: st.DrawFn) -> Record:
         del event[field]
     else:
         event[field] = None
-    if field == "event_type":
-        reason = "unknown_event_type"  # missing or null: either way about event_type
-    elif field == "schema_version" and not missing:
+    if field == "schema_version" and not missing:
         reason = "unsupported_schema_version"
     else:
         reason = "schema_violation"
@@ -931,3 +931,66 @@ def test_record_near_the_broker_limit_does_not_stop_the_worker(
 
 def _place(letter: dict) -> tuple[str, int, int]:
     return letter["topic"], letter["partition"], letter["offset"]
+
+
+def _one_record_per_reason(settings: Settings) -> dict[DeadLetterReason, OutgoingMessage]:
+    """For every dead-letter reason of an event topic, one record that has that fault only."""
+    book = next(item["item_id"] for item in sample_items() if item["domain"] == "books")
+    now = time.time()
+
+    def event(**change: Any) -> dict:
+        body = {
+            "schema_version": 1,
+            "event_id": f"reason-{random.random()}",
+            "user_id": "reason-user",
+            "domain": "books",
+            "item_id": book,
+            "event_type": "view",
+            "timestamp": now,
+        }
+        body.update(change)
+        return {k: v for k, v in body.items() if v is not ...}
+
+    topic = settings.topics.events("books")
+
+    def record(value: bytes | dict, key: bytes = b"reason-user") -> OutgoingMessage:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return OutgoingMessage(topic, key, raw)
+
+    records: dict[DeadLetterReason, OutgoingMessage] = {
+        "oversized": record(b'{"x": "' + b"a" * LIMITS.max_event_bytes + b'"}'),
+        "invalid_utf8": record(b'{"user_id": "\xff\xfe"}'),
+        "invalid_json": record(b"{not json"),
+        # A JSON object that lacks required fields, as a hand-written producer sends it.
+        "schema_violation": record({"schema_version": 1, "user_id": "reason-user"}),
+        "unsupported_schema_version": record(event(schema_version=99)),
+        "unknown_domain": record(event(domain="cars")),
+        "domain_mismatch": record(event(domain="music")),
+        "key_mismatch": record(event(), key=b"someone-else"),
+        "timestamp_out_of_range": record(event(timestamp=1.0)),
+        "text_too_long": record(event(title="t", text="x" * (LIMITS.max_text_chars + 1))),
+        "unknown_item": record(event(item_id="books-not-in-the-catalog")),
+        "unknown_event_type": record(event(event_type="like")),
+    }
+    assert set(records) == set(get_args(DeadLetterReason)), "a reason without its case"
+    return records
+
+
+def test_each_dead_letter_reason_is_given_for_its_own_case(
+    deployment: tuple[Settings, WorkerProcess],
+) -> None:
+    settings, _ = deployment
+    cases = _one_record_per_reason(settings)
+    placed = dict(zip(produce_tracked(settings, list(cases.values())), cases, strict=True))
+    letters = read_topic(
+        settings,
+        settings.topics.dead_letters(),
+        lambda got: placed.keys() <= {(m["topic"], m["partition"], m["offset"]) for m in got},
+        timeout=120,
+    )
+    given = {
+        placed[key]: letter["reason"]
+        for letter in letters
+        if (key := (letter["topic"], letter["partition"], letter["offset"])) in placed
+    }
+    assert given == {reason: reason for reason in cases}
