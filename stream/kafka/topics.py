@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
@@ -26,6 +27,14 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` under Kafka's Java default (murmur2), which xdrec's producers
+    use too (``murmur2_random``): the one a user's state lives on. librdkafka's own default
+    (``consistent_random``, CRC32), and so kcat's and most non-Java clients', differs for most
+    keys."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:

@@ -161,6 +161,12 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
             len(assigned),
             sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
         )
+        # Queued behind the batch in flight and ahead of the next one; not awaited, so the
+        # rebalance completes while the runtime restores (a first batch would wait the same).
+        future = asyncio.get_running_loop().run_in_executor(
+            executor, runtime.assign_partitions, {tp.partition for tp in assigned}
+        )
+        future.add_done_callback(_log_failed_restore)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: Any) -> None:
@@ -175,6 +181,14 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         runtime.close()
 
     return app, runtime
+
+
+def _log_failed_restore(future: asyncio.Future) -> None:
+    """An early restore that failed is retried by the first batch of each partition."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning(
+            "restore on assignment failed; the next batch retries it: %s", future.exception()
+        )
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

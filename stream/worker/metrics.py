@@ -1,4 +1,4 @@
-"""Prometheus metrics of a worker, and the /metrics endpoint that serves them.
+"""Prometheus metrics of a worker, and the HTTP endpoint that serves them with the health probes.
 
 Names follow Prometheus conventions (``_total``, ``_seconds``, base units). Labels are bounded:
 domain, topic, partition, reason, model_version; never user or item ids. docs/metrics.md says
@@ -8,19 +8,16 @@ the alert rules is defined here.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from stream.core.items import Encoder
 
@@ -51,6 +48,13 @@ class WorkerMetrics:
             "xdrec_events_duplicate_total",
             "Redelivered events recognized and skipped.",
             ["domain"],
+            registry=r,
+        )
+        self.events_misrouted = Counter(
+            "xdrec_events_misrouted_total",
+            "Events on another partition than murmur2 of their key picks: their producer "
+            "partitions differently (librdkafka's default is CRC32), so a user's state splits.",
+            ["topic"],
             registry=r,
         )
         self.dead_letters = Counter(
@@ -240,23 +244,58 @@ class WorkerMetrics:
         """Wrap ``encoder`` so every call is counted and timed under ``source``."""
         return InstrumentedEncoder(encoder, self, source)
 
-    def serve(self, address: str, port: int) -> int:
-        """Serve /metrics; returns the bound port (``port`` 0 picks a free one)."""
-        return serve_registry(self.registry, address, port)
+    def serve(
+        self, address: str, port: int, readiness: Callable[[], dict[str, bool]] | None = None
+    ) -> int:
+        """Serve /metrics, /healthz and /ready; returns the bound port (0 picks a free one)."""
+        return serve_registry(self.registry, address, port, readiness)
 
 
-def serve_registry(registry: CollectorRegistry, address: str, port: int) -> int:
-    """Serve ``registry`` on /metrics; returns the bound port (``port`` 0 picks a free one)."""
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """No line per request: Prometheus and the probes ask every few seconds."""
+
+
+def serve_registry(
+    registry: CollectorRegistry,
+    address: str,
+    port: int,
+    readiness: Callable[[], dict[str, bool]] | None = None,
+) -> int:
+    """Serve ``registry`` on /metrics, liveness on /healthz (200 while the process answers)
+    and readiness on /ready (200 or 503 with the conditions as JSON, from ``readiness``;
+    without it, ready as soon as it answers). Returns the bound port (0 picks a free one)."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/ready"):
+            state = {"ready": True} if path == "/healthz" or readiness is None else readiness()
+            status = "200 OK" if state["ready"] else "503 Service Unavailable"
+            if path == "/healthz":
+                state = {"alive": True}
+            body = json.dumps(state).encode()
+            start_response(status, [("Content-Type", "application/json")])
+            return [body]
+        return metrics_app(environ, start_response)
+
     try:
-        server, _ = start_http_server(port, addr=address, registry=registry)
+        server = make_server(
+            address, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        )
     except OSError as exc:
         raise RuntimeError(
             f"cannot serve metrics on {address}:{port}: {exc}. Set XDREC_METRICS__PORT (worker) "
             "or XDREC_TRAINER__METRICS_PORT (trainer) to a free port (0 picks one) or "
             "XDREC_METRICS__ENABLED=false"
         ) from exc
+    threading.Thread(target=server.serve_forever, name="xdrec-http", daemon=True).start()
     bound = int(server.server_address[1])
-    log.info("metrics served address=%s port=%d path=/metrics", address, bound)
+    log.info("metrics served address=%s port=%d paths=/metrics,/healthz,/ready", address, bound)
     return bound
 
 

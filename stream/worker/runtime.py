@@ -12,6 +12,7 @@ skipped, and a state is never durable before the recommendations of the events i
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from stream.core.processor import BatchOutput, BatchProcessor
 from stream.core.records import SourceRecord
 from stream.core.scorer import Scorer
 from stream.core.scoring import coarse_dtype
+from stream.kafka.topics import key_partition
 from stream.kafka.transport import (
     OutgoingMessage,
     is_transient,
@@ -47,6 +49,8 @@ from stream.worker.training_trigger import TrainingTrigger
 log = logging.getLogger(__name__)
 
 CATALOG_REFRESH_SECONDS = 1.0
+# At most one warning a minute about misrouted events; the metric counts every one.
+MISROUTED_WARN_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,12 @@ class WorkerRuntime:
         self.trigger = TrainingTrigger(settings, self.metrics, self.produce)
         self._restored: set[int] = set()
         self._restored_lock = threading.Lock()
+        # Readiness (/ready): the group's assignment (None while a rebalance is under way),
+        # whether a restore runs, and the start-up steps done.
+        self._assigned: set[int] | None = None
+        self._restoring = False
+        self._catalog_ready = False
+        self._model_ready = False
         self._closing = threading.Event()
         self.watcher: ModelWatcher | None = None
         self._pending_scorer: Scorer | None = None
@@ -110,6 +120,12 @@ class WorkerRuntime:
         self.metrics_port: int | None = None
         self.started = threading.Event()
         self._last_catalog_refresh = float("-inf")
+        # Users come back, so their keys' partitions are remembered (bounded by the cache).
+        partitions = settings.topics.partitions
+        self._key_partition = functools.lru_cache(maxsize=65_536)(
+            lambda key: key_partition(key, partitions)
+        )
+        self._misrouted_warned_at = float("-inf")
 
     def start(self) -> None:
         """Load the encoder, open the stores and catch the catalog up (may take a while)."""
@@ -117,13 +133,17 @@ class WorkerRuntime:
         self.metrics.initialize(
             settings.domains, list(settings.recommendations.routes), ZERO_SHOT_VERSION
         )
+        for topic in self.domain_of_topic:
+            self.metrics.events_misrouted.labels(topic)
         self.metrics.set_latency_objective(
             settings.metrics.latency_objective_seconds, settings.metrics.latency_objective_ratio
         )
         self.metrics.model.info({"model_version": ZERO_SHOT_VERSION})
         self.metrics.model_created.set(time.time())
         if settings.metrics.enabled:
-            self.metrics_port = self.metrics.serve(settings.metrics.address, settings.metrics.port)
+            self.metrics_port = self.metrics.serve(
+                settings.metrics.address, settings.metrics.port, self.readiness
+            )
             threading.Thread(target=self._monitor, name="xdrec-gauges", daemon=True).start()
         self.encoder = TextEncoder.from_settings(settings.encoder)
         self.store = UserStateStore(self.state_dir / "users", settings.worker.state_cache_users)
@@ -147,6 +167,7 @@ class WorkerRuntime:
         self.reader.assign()
         self.reader.catch_up()
         self.reader.start()
+        self._catalog_ready = True
         self.watcher = ModelWatcher(
             settings,
             self.catalog,
@@ -158,6 +179,10 @@ class WorkerRuntime:
         self.watcher.catch_up()
         self.swap_if_pending()
         self.watcher.start()
+        self._model_ready = True
+        with self._restored_lock:
+            assigned = set(self._assigned or ())
+        self._ensure_restored(assigned)  # an assignment that came during start-up
         self.started.set()
         log.info("worker ready name=%s state_dir=%s", settings.worker.name, self.state_dir)
 
@@ -224,10 +249,12 @@ class WorkerRuntime:
         self.produce(dead_letter_messages(self.settings, letters))
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
-        """Partitions were revoked: restore them from the changelog if they come back."""
+        """Partitions were revoked: restore them from the changelog if they come back. Until
+        the next assignment the worker is not ready (a rebalance is under way)."""
         partitions = set(partitions)
         with self._restored_lock:
             self._restored.difference_update(partitions)
+            self._assigned = None
             if self.store is not None:
                 # Another worker may change these users meanwhile: read them back when due.
                 self.store.clear_cache()
@@ -235,14 +262,44 @@ class WorkerRuntime:
                 del self.positions[(topic, partition)]
                 self.metrics.consumer_lag.remove(topic, str(partition))
 
+    def assign_partitions(self, partitions: Iterable[int]) -> None:
+        """The group gave this worker ``partitions``: restore them now rather than on their
+        first batch, so that readiness means the state is there (before start-up finishes,
+        :meth:`start` restores them at its end)."""
+        partitions = set(partitions)
+        with self._restored_lock:
+            self._assigned = partitions
+        if self.started.is_set():
+            self._ensure_restored(partitions)
+
+    def readiness(self) -> dict[str, bool]:
+        """What /ready reports: ready when the catalog is caught up, a model version is loaded,
+        the group's assignment is known and every assigned partition's state is restored."""
+        with self._restored_lock:
+            assigned = self._assigned
+            restored = assigned is not None and not self._restoring and assigned <= self._restored
+        state = {
+            "catalog_caught_up": self._catalog_ready,
+            "model_loaded": self._model_ready,
+            "partitions_assigned": assigned is not None,
+            "state_restored": restored,
+        }
+        return {"ready": all(state.values()), **state}
+
     def _ensure_restored(self, partitions: set[int]) -> None:
         with self._restored_lock:
             missing = partitions - self._restored
-        if missing:
-            assert self.store is not None
+            self._restoring = bool(missing)
+        if not missing:
+            return
+        assert self.store is not None
+        try:
             self.metrics.state_restored.inc(self.changelog.restore(self.store, missing))
             with self._restored_lock:
                 self._restored |= missing
+        finally:
+            with self._restored_lock:
+                self._restoring = False
 
     def handle_batch(self, records: Sequence[SourceRecord]) -> BatchStats:
         """Process one micro-batch to completion; returns only when its outputs are durable."""
@@ -293,16 +350,31 @@ class WorkerRuntime:
         metrics = self.metrics
         now = time.time()
         consumed: Counter[str] = Counter()
+        misrouted: Counter[str] = Counter()
         for record in records:
             domain = self.domain_of_topic.get(record.topic)
             if domain is not None:
                 consumed[domain] += 1
+                if record.key is not None and self._key_partition(record.key) != record.partition:
+                    misrouted[record.topic] += 1
             if record.timestamp:
                 metrics.event_latency.observe(max(0.0, now - record.timestamp))
             key = (record.topic, record.partition)
             self.positions[key] = max(self.positions.get(key, 0), record.offset + 1)
         for domain, count in consumed.items():
             metrics.events_consumed.labels(domain).inc(count)
+        for topic, count in misrouted.items():
+            metrics.events_misrouted.labels(topic).inc(count)
+        if misrouted and time.monotonic() - self._misrouted_warned_at > MISROUTED_WARN_SECONDS:
+            self._misrouted_warned_at = time.monotonic()
+            log.warning(
+                "events on the wrong partition count=%d topics=%s: their producer does not "
+                "partition by murmur2 of the user id (librdkafka's default is CRC32), so a "
+                "user's events reach different workers; set partitioner=murmur2_random in the "
+                "producer (see README, Topics)",
+                sum(misrouted.values()),
+                sorted(misrouted),
+            )
         for domain, count in stats.applied.items():
             metrics.events_applied.labels(domain).inc(count)
         for domain, count in stats.duplicates.items():

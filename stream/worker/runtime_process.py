@@ -115,6 +115,10 @@ class RuntimeProcess:
     def forget_partitions(self, partitions: set[int]) -> None:
         self._call("forget", partitions)
 
+    def assign_partitions(self, partitions: set[int]) -> None:
+        """The group's new assignment: the runtime restores these partitions now."""
+        self._call("assign", partitions)
+
     def report_loop_lag(self, samples: list[float], window_max: float) -> None:
         """Event-loop lag seen in this process, for the runtime's /metrics. Never blocks the
         loop for long: the runtime drains this pipe on a thread of its own."""
@@ -216,6 +220,8 @@ def serve(
                 gc.freeze()
             elif command == "forget":
                 runtime.forget_partitions(argument)
+            elif command == "assign":
+                runtime.assign_partitions(argument)
             elif command == "close":
                 runtime.close()
                 commands.send(("ok", None))

@@ -84,3 +84,14 @@ def test_the_trainer_asks_for_a_gpu_and_lets_its_job_finish() -> None:
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["terminationGracePeriodSeconds"] >= 600
     assert trainer["spec"]["replicas"] == 1
+
+
+def test_workers_are_probed_for_liveness_and_readiness() -> None:
+    import yaml
+
+    documents = list(yaml.safe_load_all((REPO / "deploy" / "k8s" / "workers.yaml").read_text()))
+    (workers,) = [d for d in documents if d and d.get("kind") == "StatefulSet"]
+    (container,) = workers["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
