@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from bench.harness import REPO, Context, Outcome, RowSpec, child_env
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import ChildProcess
 from stream.kafka.transport import (
     OutgoingMessage,
-    make_consumer,
     make_producer,
     produce_all,
 )
 from stream.settings import Settings, settings_env
-from testkit.kafka_io import PacedProducer, Planned, create_topic, event_stream, wait_for_partitions
+from testkit.kafka_io import PacedProducer, Planned, TopicFollower, create_topic, event_stream
 
 XDREC_P50 = "xdrec_latency_p50_ms"
 XDREC_P99 = "xdrec_latency_p99_ms"
@@ -101,7 +99,7 @@ def trigger_of_event(document: dict[str, Any]) -> tuple[str, float]:
     return document["event_id"], document["timestamp"]
 
 
-class LatencyReader(threading.Thread):
+class LatencyReader(TopicFollower):
     """Reads ``topic`` from its current end; per message: (event id, now - event time)."""
 
     def __init__(
@@ -110,49 +108,19 @@ class LatencyReader(threading.Thread):
         topic: str,
         trigger: Callable[[dict[str, Any]], tuple[str, float]],
     ) -> None:
-        super().__init__(name=f"latency-{topic}", daemon=True)
-        self.settings = settings
-        self.topic = topic
+        super().__init__(
+            settings, [topic], name=f"latency-{topic}", from_end=True, fetch_wait_ms=10
+        )
         self.trigger = trigger
         self.samples: list[tuple[str, float]] = []
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self._stop_requested = threading.Event()
 
-    def run(self) -> None:
-        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 10})
-        try:
-            assignment = []
-            for partition in wait_for_partitions(consumer, self.topic):
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=10.0
-                )
-                assignment.append(TopicPartition(self.topic, partition, high))
-            consumer.assign(assignment)
-            consumer.poll(0.2)  # starts the fetchers; nothing can be there yet
-            self.ready.set()
-            while not self._stop_requested.is_set():
-                first = consumer.poll(0.05)
-                if first is None:
-                    continue
-                now = time.time()
-                for message in [first, *consumer.consume(10_000, timeout=0)]:
-                    if message.error():
-                        continue
-                    event_id, event_time = self.trigger(json.loads(message.value()))
-                    self.samples.append((event_id, now - event_time))
-        except BaseException as exc:  # reported by the caller; the thread must not die silently
-            self.error = exc
-        finally:
-            self.ready.set()
-            consumer.close()
+    def receive(self, messages: list[Message], at: float, wall: float) -> None:
+        for message in messages:
+            event_id, event_time = self.trigger(json.loads(message.value()))
+            self.samples.append((event_id, wall - event_time))
 
     def received(self, prefix: str) -> int:
         return sum(1 for event_id, _ in list(self.samples) if event_id.startswith(prefix))
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-        self.join(10.0)
 
 
 @dataclass(frozen=True, slots=True)

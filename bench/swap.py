@@ -63,7 +63,6 @@ import json
 import logging
 import re
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -74,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import Message
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import FULL, REPO, Context, Outcome, RowSpec
@@ -84,7 +83,6 @@ from stream.catalog.encoder import TextEncoder
 from stream.core.items import item_text
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import WorkerProcess
-from stream.kafka.transport import make_consumer
 from stream.settings import Settings
 from testkit.artifacts import space_text, train_sample_artifact
 from testkit.guarantees import store_items
@@ -92,9 +90,9 @@ from testkit.kafka_io import (
     MetricsPoller,
     PacedProducer,
     Planned,
+    TopicFollower,
     event_stream,
     publish_catalog,
-    wait_for_partitions,
 )
 from training.publisher import model_update_for, publish_update
 
@@ -334,41 +332,17 @@ class Received:
     generated_at: float
 
 
-class RecCollector(threading.Thread):
+class RecCollector(TopicFollower):
     """Reads every partition of the recommendation topics from the start, timestamping each."""
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
-        super().__init__(name="swap-recs", daemon=True)
-        self.settings = settings
-        self.topics = topics
+        super().__init__(settings, topics, name="swap-recs")
         self.received: list[Received] = []
         self.first_new_at: float | None = None
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self._stop_requested = threading.Event()
 
-    def run(self) -> None:
-        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 20})
-        try:
-            assignment = [
-                TopicPartition(topic, partition, OFFSET_BEGINNING)
-                for topic in self.topics
-                for partition in wait_for_partitions(consumer, topic)
-            ]
-            consumer.assign(assignment)
-            messages = consumer.consume(1, timeout=0.5)  # starts the fetchers
-            self.ready.set()
-            while not self._stop_requested.is_set():
-                now, wall = time.perf_counter(), time.time()
-                for message in messages:
-                    if not message.error():
-                        self._keep(json.loads(message.value()), now, wall)
-                messages = consumer.consume(1_000, timeout=0.05)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.ready.set()
-            consumer.close()
+    def receive(self, messages: list[Message], at: float, wall: float) -> None:
+        for message in messages:
+            self._keep(json.loads(message.value()), at, wall)
 
     def _keep(self, rec: dict[str, Any], now: float, wall: float) -> None:
         trigger = rec["trigger"]
@@ -388,10 +362,6 @@ class RecCollector(threading.Thread):
 
     def count(self) -> int:
         return len(self.received)
-
-    def stop(self) -> None:
-        self._stop_requested.set()
-        self.join(10.0)
 
 
 def histogram_quantile(

@@ -43,7 +43,6 @@ import ast
 import json
 import logging
 import re
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,7 +52,6 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     ConsumerGroupTopicPartitions,
     Message,
     TopicPartition,
@@ -74,7 +72,7 @@ from stream.kafka.transport import (
 )
 from stream.settings import Settings
 from stream.state.store import UserStateStore
-from testkit.kafka_io import PacedProducer, Planned, Sent, event_stream
+from testkit.kafka_io import PacedProducer, Planned, Sent, TopicFollower, event_stream
 from testkit.kafka_io import publish_catalog as publish_catalog  # re-exported for the audited runs
 from testkit.kafka_io import scrape as scrape  # re-exported: the tests read /metrics through here
 
@@ -293,46 +291,23 @@ class RecSeen:
         )
 
 
-class RecCollector(threading.Thread):
+class RecCollector(TopicFollower):
     """Reads the recommendation topics from the start for as long as it runs."""
 
     def __init__(self, settings: Settings, targets: Iterable[str]) -> None:
-        super().__init__(name="rec-collector", daemon=True)
-        self.settings = settings
-        self.topics = [settings.topics.recs(target) for target in targets]
+        topics = [settings.topics.recs(target) for target in targets]
+        super().__init__(settings, topics, name="rec-collector", fetch_wait_ms=50)
         self.recs: list[RecSeen] = []
         self.triggers: set[str] = set()
-        self.error: BaseException | None = None
-        self.ready = threading.Event()
-        self._stop_requested = threading.Event()
 
-    def run(self) -> None:
-        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 50})
-        try:
-            assignment = []
-            for topic in self.topics:
-                metadata = consumer.list_topics(topic, timeout=10.0).topics[topic]
-                assignment += [
-                    TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions
-                ]
-            consumer.assign(assignment)
-            self.ready.set()
-            while not self._stop_requested.is_set():
-                for message in consumer.consume(1_000, timeout=0.2):
-                    if message.error():
-                        continue
-                    rec = RecSeen.of(json.loads(message.value()))
-                    self.recs.append(rec)
-                    self.triggers.add(rec.event_id)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.ready.set()
-            consumer.close()
+    def receive(self, messages: list[Message], at: float, wall: float) -> None:
+        for message in messages:
+            rec = RecSeen.of(json.loads(message.value()))
+            self.recs.append(rec)
+            self.triggers.add(rec.event_id)
 
-    def stop(self) -> list[RecSeen]:
-        self._stop_requested.set()
-        self.join(10.0)
+    def stop(self, timeout: float = 10.0) -> list[RecSeen]:  # type: ignore[override]
+        super().stop(timeout)
         if self.error is not None:
             raise RuntimeError(f"reading recommendations failed: {self.error}") from self.error
         return list(self.recs)

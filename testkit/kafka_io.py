@@ -361,44 +361,69 @@ class Arrivals:
         return self.count / (self.last_at - started)
 
 
-class ArrivalCounter(threading.Thread):
-    """Reads every partition of ``topic`` from the start and timestamps each receipt."""
+class TopicFollower(threading.Thread):
+    """Reads every partition of ``topics`` in a thread of its own, from the start (or from the
+    end as it is when the thread starts), and hands what arrives to :meth:`receive` with the
+    moment it was read: the one read loop of the tests' and benchmarks' collectors, counters
+    and latency readers.
 
-    def __init__(self, settings: Settings, topic: str, expected: int) -> None:
-        super().__init__(name=f"count-{topic}", daemon=True)
+    A receipt is timed when ``poll`` returns it; what the client has already fetched besides
+    is drained without waiting, so no message is timed late by the reader's own waiting. The
+    thread never dies silently: an error is kept in ``error`` for the caller."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        name: str,
+        from_end: bool = False,
+        fetch_wait_ms: int = 20,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
         self.settings = settings
-        self.topic = topic
-        self.expected = expected
+        self.topics = list(topics)
+        self.from_end = from_end
+        self.fetch_wait_ms = fetch_wait_ms
         self.ready = threading.Event()
         self.done = threading.Event()
-        self._stop_requested = threading.Event()
-        self.count = 0
-        self.first_at: float | None = None
-        self.first_count = 0
-        self.last_at: float | None = None
         self.error: BaseException | None = None
+        self._stop_requested = threading.Event()
+
+    def receive(self, messages: list[Message], at: float, wall: float) -> None:
+        """``messages`` read at ``time.perf_counter()`` ``at`` (``time.time()`` ``wall``)."""
+        raise NotImplementedError
+
+    def finished(self) -> bool:
+        """Whether everything awaited has arrived (the thread then stops by itself)."""
+        return False
 
     def run(self) -> None:
-        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": 50})
+        consumer = make_consumer(self.settings, **{"fetch.wait.max.ms": self.fetch_wait_ms})
         try:
-            partitions = wait_for_partitions(consumer, self.topic)
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-            # The first call starts the fetchers before anyone produces; it may return a message.
-            messages = consumer.consume(1, timeout=0.5)
+            assignment = []
+            for topic in self.topics:
+                for partition in wait_for_partitions(consumer, topic):
+                    start = OFFSET_BEGINNING
+                    if self.from_end:
+                        start = consumer.get_watermark_offsets(
+                            TopicPartition(topic, partition), timeout=10.0
+                        )[1]
+                    assignment.append(TopicPartition(topic, partition, start))
+            consumer.assign(assignment)
+            first = consumer.poll(0.2)  # starts the fetchers; may return a message already
             self.ready.set()
             while True:
-                now = time.perf_counter()
-                received = sum(1 for message in messages if not message.error())
-                if received:
-                    if self.first_at is None:
-                        self.first_at = now
-                        self.first_count = received
-                    self.count += received
-                    self.last_at = now
-                if self._stop_requested.is_set() or self.count >= self.expected:
+                if first is not None:
+                    at, wall = time.perf_counter(), time.time()
+                    arrived = [first, *consumer.consume(10_000, timeout=0)]
+                    messages = [message for message in arrived if not message.error()]
+                    if messages:
+                        self.receive(messages, at, wall)
+                if self._stop_requested.is_set() or self.finished():
                     break
-                messages = consumer.consume(10_000, timeout=0.1)
-        except BaseException as exc:  # reported by wait(); the thread must not die silently
+                first = consumer.poll(0.05)
+        except BaseException as exc:  # reported to the caller; the thread must not die silently
             self.error = exc
         finally:
             self.ready.set()
@@ -407,7 +432,34 @@ class ArrivalCounter(threading.Thread):
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         if not self.ready.wait(timeout) or self.error is not None:
-            raise RuntimeError(f"counter on {self.topic} did not start: {self.error}")
+            raise RuntimeError(f"reader of {self.topics} did not start: {self.error}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_requested.set()
+        self.join(timeout)
+
+
+class ArrivalCounter(TopicFollower):
+    """Counts the messages of ``topic`` from its start and when they arrived."""
+
+    def __init__(self, settings: Settings, topic: str, expected: int) -> None:
+        super().__init__(settings, [topic], name=f"count-{topic}", fetch_wait_ms=50)
+        self.topic = topic
+        self.expected = expected
+        self.count = 0
+        self.first_at: float | None = None
+        self.first_count = 0
+        self.last_at: float | None = None
+
+    def receive(self, messages: list[Message], at: float, wall: float) -> None:
+        if self.first_at is None:
+            self.first_at = at
+            self.first_count = len(messages)
+        self.count += len(messages)
+        self.last_at = at
+
+    def finished(self) -> bool:
+        return self.count >= self.expected
 
     def wait(self, timeout: float, alive: Callable[[], bool] | None = None) -> Arrivals:
         """Until all expected messages arrived, ``timeout`` passed or ``alive()`` is False."""
@@ -415,8 +467,7 @@ class ArrivalCounter(threading.Thread):
         while not self.done.wait(0.2):
             if time.monotonic() > deadline or (alive is not None and not alive()):
                 break
-        self._stop_requested.set()
-        self.join(5.0)
+        self.stop(5.0)
         if self.error is not None:
             raise RuntimeError(f"counting {self.topic} failed: {self.error}") from self.error
         return Arrivals(self.count, self.first_at, self.first_count, self.last_at)
