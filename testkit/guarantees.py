@@ -163,16 +163,26 @@ def store_items(
     path = settings.worker.state_dir / name / "items"
     catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
     try:
-        for domain in sorted({item.domain for item in items}):
-            rows = [n for n, item in enumerate(items) if item.domain == domain]
-            catalog.add(
-                domain,
-                [items[n].item_id for n in rows],
-                [text_digest(texts[n]) for n in rows],
-                vectors[rows],
-            )
+        add_items(catalog, items, texts, vectors)
     finally:
         catalog.close()
+
+
+def add_items(
+    catalog: ItemCatalog,
+    items: Sequence[CatalogItem],
+    texts: Sequence[str],
+    vectors: np.ndarray,
+) -> None:
+    """Add ``items`` (their ``texts`` and ``vectors`` row by row) to ``catalog``, per domain."""
+    for domain in sorted({item.domain for item in items}):
+        rows = [n for n, item in enumerate(items) if item.domain == domain]
+        catalog.add(
+            domain,
+            [items[n].item_id for n in rows],
+            [text_digest(texts[n]) for n in rows],
+            vectors[rows],
+        )
 
 
 # --- workload -----------------------------------------------------------------------------------

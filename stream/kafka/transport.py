@@ -298,12 +298,16 @@ def produce_all(
 
 
 def produce_tracked(
-    settings: Settings, messages: Sequence[OutgoingMessage], timeout: float = 60.0
+    settings: Settings,
+    messages: Sequence[OutgoingMessage],
+    timeout: float = 60.0,
+    **overrides: str | int | float | bool,
 ) -> list[tuple[str, int, int]]:
-    """Produce ``messages`` with a producer of their own; returns each one's (topic, partition,
-    offset) in input order, so that a tool or test can tell what became of every single
-    record (values need not be unique). Raises DeliveryError as :func:`produce_all` does."""
-    delivered = _produce_and_wait(make_producer(settings), messages, timeout)
+    """Produce ``messages`` with a producer of their own (``overrides`` change its librdkafka
+    settings, e.g. another partitioner); returns each one's (topic, partition, offset) in
+    input order, so that a tool or test can tell what became of every single record (values
+    need not be unique). Raises DeliveryError as :func:`produce_all` does."""
+    delivered = _produce_and_wait(make_producer(settings, **overrides), messages, timeout)
     delivered.sort(key=lambda pair: pair[0])
     return [(m.topic(), m.partition(), m.offset()) for _, m in delivered]
 

@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from stream.core.items import Encoder
 
@@ -251,10 +251,6 @@ class WorkerMetrics:
         return serve_registry(self.registry, address, port, readiness)
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         """No line per request: Prometheus and the probes ask every few seconds."""
@@ -273,19 +269,21 @@ def serve_registry(
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path in ("/healthz", "/ready"):
-            state = {"ready": True} if path == "/healthz" or readiness is None else readiness()
-            status = "200 OK" if state["ready"] else "503 Service Unavailable"
-            if path == "/healthz":
-                state = {"alive": True}
-            body = json.dumps(state).encode()
-            start_response(status, [("Content-Type", "application/json")])
-            return [body]
-        return metrics_app(environ, start_response)
+        if path == "/healthz":
+            ok, state = True, {"alive": True}
+        elif path == "/ready":
+            state = readiness() if readiness is not None else {"ready": True}
+            ok = state["ready"]
+        else:
+            return metrics_app(environ, start_response)
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+        )
+        return [json.dumps(state).encode()]
 
     try:
         server = make_server(
-            address, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+            address, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler
         )
     except OSError as exc:
         raise RuntimeError(

@@ -7,13 +7,12 @@ import time
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Message
 
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import write_sample_dataset
 from stream.kafka.topics import key_partition
-from stream.kafka.transport import OutgoingMessage, make_producer
+from stream.kafka.transport import OutgoingMessage, produce_tracked
 from stream.settings import Settings
 from testkit.deployment import WorkerProcess, user_event
 from testkit.kafka_io import scrape
@@ -24,22 +23,14 @@ PARTITIONS = 4
 T0 = 1_704_067_200.0
 
 
-def _produce(
-    settings: Settings, messages: list[OutgoingMessage], partitioner: str
-) -> list[Message]:
-    """Produce with ``partitioner``; returns the acknowledged messages."""
-    producer = make_producer(settings, partitioner=partitioner)
-    delivered: list[Message] = []
-    for message in messages:
-        producer.produce(
-            message.topic,
-            message.value,
-            message.key,
-            on_delivery=lambda error, acked: delivered.append(acked) if error is None else None,
-        )
-    assert producer.flush(30) == 0
-    assert len(delivered) == len(messages)
-    return delivered
+def _misplaced(settings: Settings, messages: list[OutgoingMessage], partitioner: str) -> int:
+    """Produce with ``partitioner``; returns how many landed off their key's murmur2
+    partition."""
+    placed = produce_tracked(settings, messages, partitioner=partitioner)
+    return sum(
+        partition != key_partition(message.key, PARTITIONS)
+        for message, (_, partition, _) in zip(messages, placed, strict=True)
+    )
 
 
 def _wait_for(port: int, name: str, value: float, timeout: float = 90.0) -> dict[str, float]:
@@ -67,14 +58,14 @@ def test_events_on_the_wrong_partition_are_counted(
         return [user_event(settings, f"{prefix}-{n}", "books-0001", T0 + n)[1] for n in range(40)]
 
     # xdrec's own producers (murmur2_random) put every key where key_partition says.
-    right = _produce(settings, events("java"), "murmur2_random")
-    assert all(m.partition() == key_partition(m.key(), PARTITIONS) for m in right)
+    right = events("java")
+    assert _misplaced(settings, right, "murmur2_random") == 0
     sums = _wait_for(port, "xdrec_events_consumed_total", len(right))
     assert sums["xdrec_events_misrouted_total"] == 0
 
     # kcat's and librdkafka's default puts most of them elsewhere; each one is counted.
-    crc = _produce(settings, events("kcat"), "consistent_random")
-    wrong = sum(m.partition() != key_partition(m.key(), PARTITIONS) for m in crc)
+    crc = events("kcat")
+    wrong = _misplaced(settings, crc, "consistent_random")
     assert wrong > len(crc) // 2
     sums = _wait_for(port, "xdrec_events_consumed_total", len(right) + len(crc))
     assert sums["xdrec_events_misrouted_total"] == wrong

@@ -11,9 +11,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from schemas.contracts import DeadLetterReason
 from stream.data.dataset import Dataset
 from stream.data.offline import replay_topics
 from stream.data.replay import replay_dataset
@@ -134,7 +136,8 @@ def test_recommendations_follow_interest_shift(pipeline: Settings) -> None:
 
 
 def malformed_events(settings: Settings) -> list[tuple[bytes, str]]:
-    """100 hostile payloads for events.books, each with the reason it must be refused for."""
+    """100 hostile payloads for events.books, each with the reason it must be refused for:
+    every dead-letter reason, each for its own case only."""
     valid = json.loads(user_event(settings, "m", "books-0001", T0)[1].value)
 
     def variant(**changes: object) -> bytes:
@@ -142,6 +145,10 @@ def malformed_events(settings: Settings) -> list[tuple[bytes, str]]:
         return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
 
     kinds: list[tuple[bytes, str]] = [
+        # A JSON object that lacks required fields, as a hand-written producer sends it.
+        (b'{"schema_version": 1, "user_id": "m"}', "schema_violation"),
+        (variant(event_type=...), "schema_violation"),
+        (variant(user_id="someone-else"), "key_mismatch"),  # keyed b"m" like the rest
         (b"this is not json", "invalid_json"),
         (b'{"schema_version": 1, "event_id": "x"', "invalid_json"),
         (b"\xff\xfe\x00garbage", "invalid_utf8"),
@@ -164,6 +171,7 @@ def malformed_events(settings: Settings) -> list[tuple[bytes, str]]:
         (variant(rating=float("nan")), "schema_violation"),
         (variant(timestamp=float("inf")), "schema_violation"),
     ]
+    assert {reason for _, reason in kinds} == set(get_args(DeadLetterReason)), "a reason untested"
     return [kinds[i % len(kinds)] for i in range(100)]
 
 

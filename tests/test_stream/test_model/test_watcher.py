@@ -14,9 +14,8 @@ from prometheus_client import CollectorRegistry
 from schemas import ZERO_SHOT_VERSION
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.store import ItemCatalog
-from stream.core.items import item_text, text_digest
+from stream.core.items import item_text
 from stream.core.scorer import Scorer, ZeroShotScorer
-from stream.data.sample import sample_items
 from stream.kafka.topics import CANDIDATE_KEY, UPDATE_KEY
 from stream.kafka.transport import OutgoingMessage
 from stream.model.scorer import ModelScorer
@@ -25,6 +24,7 @@ from stream.settings import Settings
 from stream.worker.metrics import WorkerMetrics
 from testkit.artifacts import train_sample_artifact
 from testkit.deployment import produce
+from testkit.guarantees import add_items, sample_catalog
 from training.publisher import end_experiment, model_update_for, publish_update
 
 
@@ -65,18 +65,11 @@ def _watch(
 
 
 def _catalog(path: Path, encoder: TextEncoder) -> ItemCatalog:
+    """The sample catalog with the real encoder's vectors, as a worker would hold it."""
     catalog = ItemCatalog(path, encoder.fingerprint, encoder.dimension)
-    items = sample_items()
-    texts = [item_text(item["title"], item["text"]) for item in items]
-    vectors = encoder.encode(texts)
-    for domain in sorted({item["domain"] for item in items}):
-        rows = [n for n, item in enumerate(items) if item["domain"] == domain]
-        catalog.add(
-            domain,
-            [items[n]["item_id"] for n in rows],
-            [text_digest(texts[n]) for n in rows],
-            vectors[rows],
-        )
+    items = sample_catalog()
+    texts = [item_text(item.title, item.text) for item in items]
+    add_items(catalog, items, texts, encoder.encode(texts))
     return catalog
 
 
