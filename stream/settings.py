@@ -254,6 +254,9 @@ class TrainerSettings(BaseModel):
     compile: bool = False  # torch.compile on a GPU
     processes: int = Field(default=1, ge=1, le=64)
     seed: int = 0
+    # Train an ID-sequence tower (SASRec) beside the text-transfer model and serve their fused
+    # scores (stream.model.fusion); off: the transfer model alone, in half the training time.
+    sequence_tower: bool = True
     # The candidate must beat the serving model on this metric by this much to be published.
     gate_metric: str = Field(
         default="cold.ndcg@10", pattern=r"^(cold|warm)\.(ndcg|hit|recall)@(5|10|20)$"

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stream.catalog.encoder import TextEncoder
 from stream.core.items import item_text
@@ -14,7 +15,9 @@ from stream.data.sample import sample_interactions, sample_items
 from stream.model.artifacts import save_artifact
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import ModelConfig
+from training.fusion import train_fused
 from training.train import TrainConfig, build_examples, train_model
+from training.validation import build_validation, split_validation
 
 
 def train_sample_artifact(
@@ -24,12 +27,14 @@ def train_sample_artifact(
     encoder: TextEncoder | None = None,
     text: np.ndarray | None = None,
     epochs: int = 2,
+    fused: bool = True,
 ) -> Path:
     """A small trained model of the bundled sample catalog, saved as an artifact in ``store``.
 
     The hot-swap test and this benchmark both need a real version to announce. ``text``: the
     sample items' text vectors in item-space order (:func:`space_text`); without it they are
-    encoded with ``encoder`` (default: the bundled one).
+    encoded with ``encoder`` (default: the bundled one). ``fused``: the text and ID towers,
+    as the trainer makes; else the text tower alone (an artifact of the earlier kind).
     """
     items = sample_items()
     by_domain: dict[str, list[str]] = defaultdict(list)
@@ -44,10 +49,15 @@ def train_sample_artifact(
     for row in sample_interactions():
         per_user[row["user_id"]].append((row["domain"], row["item_id"]))
     config = ModelConfig(dim=32, max_history=8)
-    examples = build_examples(space, list(per_user.values()), 8, 0.5, 0)
-    model, _ = train_model(
-        space, text, examples, config, TrainConfig(epochs=epochs, batch_size=128), progress=False
-    )
+    sequences, held = split_validation(list(per_user.values()), seed=0)
+    examples = build_examples(space, sequences, 8, 0.5, 0)
+    train = TrainConfig(epochs=epochs, batch_size=128)
+    model: torch.nn.Module
+    if fused:  # what the trainer serves (stream.model.fusion)
+        validation = build_validation(space, held, 8)
+        model, _ = train_fused(space, text, examples, config, train, validation, progress=False)
+    else:
+        model, _ = train_model(space, text, examples, config, train, progress=False)
     return save_artifact(
         model,
         space,

@@ -34,6 +34,7 @@ from stream.model.artifacts import (
     save_artifact,
     save_prior,
 )
+from stream.model.fusion import FusedModel
 from stream.model.item_space import ItemSpace
 from stream.model.store import ModelStore
 from stream.model.transfer import ModelConfig, TransferModel
@@ -49,6 +50,7 @@ from training.evaluation.methods import (
 )
 from training.evaluation.offline import evaluate_method, sample_negatives
 from training.event_log import HELD_OUT, Window, snapshot_window
+from training.fusion import fuse_with_sequence
 from training.prior import fit_record, fit_weights, prior_of
 from training.publisher import (
     CANDIDATE_KEY,
@@ -249,7 +251,9 @@ def _train(
     text: np.ndarray,
     work: Path,
     progress: bool,
-) -> tuple[TransferModel, dict]:
+) -> tuple[TransferModel | FusedModel, dict]:
+    """The candidate: the transfer model, fused with an ID-sequence tower unless
+    ``trainer.sequence_tower`` is off (the sequence tower trains in this process)."""
     config = settings.trainer
     model_config = ModelConfig(text_dim=text.shape[1])
     train_config = TrainConfig.of_trainer(config)
@@ -286,8 +290,14 @@ def _train(
             progress=progress,
             validation=validation,
         )
+    assert isinstance(model, TransferModel)
+    served: TransferModel | FusedModel = model
+    if config.sequence_tower:
+        served, summary = fuse_with_sequence(
+            model, summary, space, text, examples, train_config, validation, progress
+        )
     summary["config"] = {**train_config.to_dict(), "model": model_config.to_dict()}
-    return model, summary
+    return served, summary
 
 
 def _load_serving(

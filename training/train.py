@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from stream.catalog.encoder import resolve_device
 from stream.model.item_space import ItemSpace
+from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig, TransferModel, history_tensors, right_aligned
-from training.sasrec import SASRec, SASRecConfig
 from training.validation import Validation, validation_scores
 
 if TYPE_CHECKING:

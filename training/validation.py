@@ -95,7 +95,7 @@ def ndcg_at_10(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(rank <= 10, 1 / torch.log2(rank.float() + 1), torch.zeros_like(rank))
 
 
-def _mask_seen(scores: torch.Tensor, rows: np.ndarray, seen: np.ndarray, offset: int) -> None:
+def mask_seen(scores: torch.Tensor, rows: np.ndarray, seen: np.ndarray, offset: int) -> None:
     """Set to -inf the items each of ``rows`` (sorted validation rows, one per score row) has
     seen; ``offset`` is the first item row of the scored domain."""
     hits = np.isin(seen[:, 0], rows)
@@ -135,12 +135,12 @@ def validation_scores(
                     chunk = rows[start : start + 1024]
                     if baseline is None:
                         tensor, mask = history_tensors(histories[chunk], device)
-                        scores = (model.user_vectors(tensor, mask) @ items.T).float()
+                        scores = (model.queries(tensor, mask, number) @ items.T).float()
                     else:
                         scores = torch.as_tensor(baseline[block], device=device).float()
                         scores = scores.expand(len(chunk), -1).clone()
                     if group == "warm":  # cold histories hold none of the target's domain
-                        _mask_seen(scores, chunk, validation.seen, block.start)
+                        mask_seen(scores, chunk, validation.seen, block.start)
                     targets = torch.as_tensor(
                         validation.targets[chunk] - block.start, device=device
                     )

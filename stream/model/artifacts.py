@@ -3,7 +3,10 @@ before anything serves from them.
 
 An artifact folder holds ``model.safetensors`` (weights only: never a pickle), ``items.json``
 (the item ids behind the ID-embedding rows, per domain) and ``manifest.json`` (kind, version,
-parent, configs, data window, metrics and the sha256 of both files). A ``popularity_prior``
+parent, configs, data window, metrics and the sha256 of both files). A fused model
+(``stream.model.fusion``) stores its transfer tower's weights under their own names, its
+sequence tower's under ``sequence.`` and the fusion weights as ``fusion.weights``; its manifest
+adds ``sequence_config``. A ``popularity_prior``
 artifact (version 0 with a popularity prior, ``stream.model.prior``) has the same three files: its
 tensors are each domain's item counts, in the order of ``items.json``. :func:`load_version`
 refuses a folder for a named reason — a wrong checksum, a file that is not safetensors, a
@@ -27,8 +30,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from stream.model.fusion import FusedModel
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PRIOR_KIND, PopularityPrior
+from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig, TransferModel
 
 MANIFEST = "manifest.json"
@@ -36,6 +41,8 @@ WEIGHTS = "model.safetensors"
 ITEMS = "items.json"
 FORMAT = 1
 MODEL_KIND = "transfer_model"
+SEQUENCE_PREFIX = "sequence."
+FUSION_WEIGHTS = "fusion.weights"
 
 
 class ArtifactRefused(ValueError):
@@ -52,7 +59,7 @@ class LoadedModel:
     version: str
     manifest: dict
     space: ItemSpace
-    model: TransferModel
+    model: TransferModel | FusedModel
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,36 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensors_of(model: TransferModel | FusedModel) -> dict[str, torch.Tensor]:
+    """The named tensors an artifact stores for ``model`` (see the module docstring)."""
+    if not isinstance(model, FusedModel):
+        return model.state_dict()
+    return {
+        **model.transfer.state_dict(),
+        **{SEQUENCE_PREFIX + k: v for k, v in model.sequence.state_dict().items()},
+        FUSION_WEIGHTS: model.weights,
+    }
+
+
+def _load_tensors(model: TransferModel | FusedModel, tensors: dict[str, torch.Tensor]) -> None:
+    if not isinstance(model, FusedModel):
+        model.load_state_dict(tensors)
+        return
+    model.transfer.load_state_dict(
+        {
+            k: v
+            for k, v in tensors.items()
+            if not k.startswith(SEQUENCE_PREFIX) and k != FUSION_WEIGHTS
+        }
+    )
+    model.sequence.load_state_dict(
+        {k[len(SEQUENCE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(SEQUENCE_PREFIX)}
+    )
+    model.weights.copy_(tensors[FUSION_WEIGHTS])
+
+
 def save_artifact(
-    model: TransferModel,
+    model: TransferModel | FusedModel,
     space: ItemSpace,
     directory: Path,
     *,
@@ -85,17 +120,20 @@ def save_artifact(
 ) -> Path:
     """Write the artifact into ``directory`` (created; must not exist) and return it."""
     weights = {
-        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+        name: tensor.detach().cpu().contiguous() for name, tensor in tensors_of(model).items()
     }
+    transfer = model.transfer if isinstance(model, FusedModel) else model
     manifest = {
         "kind": MODEL_KIND,
         "version": version,
         "parent_version": parent_version,
-        "model_config": model.config.to_dict(),
+        "model_config": transfer.config.to_dict(),
         "train_config": train_config,
         "data_window": data_window,
         "metrics": metrics,
     }
+    if isinstance(model, FusedModel):
+        manifest["sequence_config"] = model.sequence.config.to_dict()
     return _write_atomically(directory, weights, space.item_ids, manifest)
 
 
@@ -235,6 +273,8 @@ def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None)
         )
     try:
         config = ModelConfig(**manifest["model_config"])
+        sequence = manifest.get("sequence_config")
+        sequence_config = SASRecConfig(**sequence) if sequence is not None else None
         item_ids = json.loads((directory / ITEMS).read_text())
         space = ItemSpace.from_ids({str(d): [str(i) for i in ids] for d, ids in item_ids.items()})
     except (TypeError, ValueError, AttributeError) as exc:
@@ -249,8 +289,17 @@ def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None)
         raise ArtifactRefused(
             "shape_mismatch", f"text embeddings {text.shape} for {space.size} items"
         )
-    model = TransferModel.for_space(config, space, text)
-    expected = model.state_dict()
+    model: TransferModel | FusedModel = TransferModel.for_space(config, space, text)
+    if sequence_config is not None:
+        try:
+            model = FusedModel(
+                model,
+                SASRec(sequence_config, space.size),
+                torch.zeros(len(space.domains), 2),
+            )
+        except ValueError as exc:
+            raise ArtifactRefused("manifest_invalid", str(exc)) from exc
+    expected = tensors_of(model)
     if set(weights) != set(expected):
         missing, extra = set(expected) - set(weights), set(weights) - set(expected)
         raise ArtifactRefused(
@@ -265,19 +314,19 @@ def _load_model(directory: Path, manifest: dict, text: np.ndarray | None = None)
             raise ArtifactRefused("dtype_mismatch", f"{name}: {tensor.dtype}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ArtifactRefused("non_finite", f"{name} holds NaN or infinity")
-    model.load_state_dict(weights)
+    _load_tensors(model, weights)
     model.eval()
     _smoke_query(model, space)
     return LoadedModel(str(manifest["version"]), manifest, space, model)
 
 
-def _smoke_query(model: TransferModel, space: ItemSpace) -> None:
+def _smoke_query(model: TransferModel | FusedModel, space: ItemSpace) -> None:
     """One user, one domain: finite scores or refuse."""
     first = space.domains[0]
     block = space.domain_slice(first)
     with torch.inference_mode():
         history = torch.tensor([[block.start]])
-        user = model.user_vectors(history, torch.ones_like(history, dtype=torch.bool))
+        user = model.queries(history, torch.ones_like(history, dtype=torch.bool), 0)
         scores = user @ model.item_vectors(torch.arange(block.start, block.stop)).T
     if not torch.isfinite(scores).all() or math.isnan(float(scores.sum())):
         raise ArtifactRefused("smoke_failed", "a smoke query gave non-finite scores")

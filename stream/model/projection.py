@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from stream.model.fusion import FusedModel
 from stream.model.item_space import ItemSpace
 from stream.model.transfer import TransferModel
 
@@ -24,7 +25,8 @@ def project_items(
 ) -> np.ndarray:
     """(len(item_ids), dim) L2-normalized vectors; ``text`` holds the items' text embeddings
     (rows in ``item_ids`` order). Items of a domain the model never saw get zeros, and so do
-    new items of a model without text (SASRec, the evaluator's ID-only peer)."""
+    new items of a model without text (SASRec, the evaluator's ID-only peer); a fused model's
+    new items get the text half only."""
     rows = [space.index.get((domain, item)) for item in item_ids]
     known = [i for i, row in enumerate(rows) if row is not None]
     new = [i for i, row in enumerate(rows) if row is None]
@@ -32,7 +34,7 @@ def project_items(
     with torch.inference_mode():
         if known:
             matrix[known] = model.item_vectors(torch.as_tensor([rows[i] for i in known])).numpy()
-        if new and domain in space.domains and isinstance(model, TransferModel):
+        if new and domain in space.domains and isinstance(model, (TransferModel, FusedModel)):
             number = space.domains.index(domain)
             adapted = model.adapt_vectors(
                 torch.as_tensor(text[new]), torch.full((len(new),), number)

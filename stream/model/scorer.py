@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +25,16 @@ from stream.model.projection import project_items
 from stream.model.transfer import history_tensors, right_aligned
 
 log = logging.getLogger(__name__)
+
+
+class Snapshot(NamedTuple):
+    """What a due recommendation needs from the state: the model's rows of the user's recent
+    items, the (domain, item) pairs to explain (None: no explanation) and the target's domain
+    number in the model (-1: a domain it never saw)."""
+
+    rows: list[int]
+    pairs: list[tuple[str, str]] | None
+    domain: int
 
 
 class ModelScorer:
@@ -69,33 +80,31 @@ class ModelScorer:
 
     def prepare(
         self, state: UserState, target: str, sources: list[str], explain: bool
-    ) -> tuple[list[int], list[tuple[str, str]] | None] | None:
+    ) -> Snapshot | None:
         history = self._history(state, target, sources)
         if not history:
             return None
         rows = [self.space.index[(i.domain, i.item_id)] for i in history]
-        return rows, [(i.domain, i.item_id) for i in history] if explain else None
+        domain = self.space.domains.index(target) if target in self.space.domains else -1
+        return Snapshot(rows, [(i.domain, i.item_id) for i in history] if explain else None, domain)
 
     def finish(self, prepared: Sequence[object]) -> tuple[np.ndarray, list[TermExplainer | None]]:
-        """All queries of a batch in one forward pass, histories right-aligned and padded to
-        ``max_history`` exactly as in training; the same pass yields the explanations."""
-        snapshots: Sequence[tuple[list[int], list[tuple[str, str]] | None]] = prepared  # type: ignore[assignment]
+        """All queries of one target in one forward pass, histories right-aligned and padded
+        to ``max_history`` exactly as in training; the same pass yields the explanations."""
+        snapshots: Sequence[Snapshot] = prepared  # type: ignore[assignment]
         length = self.model.config.max_history
-        histories = right_aligned([rows for rows, _ in snapshots], length)
+        histories = right_aligned([snapshot.rows for snapshot in snapshots], length)
         tensor, mask = history_tensors(histories, torch.device("cpu"))
         with torch.inference_mode():
-            parts, constant = self.model.user_parts(tensor, mask)
-            raw = parts.sum(dim=1) + constant
-            norms = raw.norm(dim=-1)
-            queries = (raw / norms.clamp(min=1e-12).unsqueeze(-1)).numpy()
+            queries, terms = self.model.explained_queries(tensor, mask, snapshots[0].domain)
         explainers: list[TermExplainer | None] = []
-        for row, (rows, pairs) in enumerate(snapshots):
-            if pairs is None:
+        for row, snapshot in enumerate(snapshots):
+            if snapshot.pairs is None:
                 explainers.append(None)
                 continue
-            positions = parts[row, length - len(rows) :].numpy()
-            explainers.append(TermExplainer.of(pairs, positions / float(norms[row])))
-        return queries, explainers
+            positions = terms[row, length - len(snapshot.rows) :].numpy()
+            explainers.append(TermExplainer.of(snapshot.pairs, positions))
+        return queries.numpy(), explainers
 
     def index(self, target: str) -> DomainIndex:
         return self.indexes[target]

@@ -190,5 +190,20 @@ class TransferModel(nn.Module):
         scaled = x * self.pool_weights(mask).to(x.dtype)
         return scaled + scaled @ self.user_out.weight.T, self.user_out.bias
 
+    def queries(self, history: torch.Tensor, mask: torch.Tensor, domain: int) -> torch.Tensor:
+        """The user vectors that rank items of domain number ``domain`` (the same for all)."""
+        return self.user_vectors(history, mask)
+
+    def explained_queries(
+        self, history: torch.Tensor, mask: torch.Tensor, domain: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(queries, terms)``: the normalized user vectors and each input position's part of
+        them, ``(batch, positions, dim)``; ``terms @ v`` summed over positions is item ``v``'s
+        score less the head's constant (see :meth:`user_parts`)."""
+        parts, constant = self.user_parts(history, mask)
+        raw = parts.sum(dim=1) + constant
+        norms = raw.norm(dim=-1).clamp(min=1e-12).unsqueeze(-1)
+        return raw / norms, parts / norms.unsqueeze(1)
+
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return users @ items.T / self.config.temperature

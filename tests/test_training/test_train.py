@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from stream.model.item_space import ItemSpace
+from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig
-from training.sasrec import SASRec, SASRecConfig
 from training.train import (
     TrainConfig,
     build_examples,

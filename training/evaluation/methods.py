@@ -274,8 +274,10 @@ class Trained:
         tensor, mask = history_tensors(histories, torch.device("cpu"))
         empty = ~mask.any(dim=1)
         mask[empty, -1] = True
+        domains = self.model_space.domains
+        number = domains.index(domain) if domain in domains else -1
         with torch.inference_mode():
-            users = self.model.user_vectors(tensor, mask)
+            users = self.model.queries(tensor, mask, number)
             scores = (users @ self.items[domain].T).numpy()
         scores[empty.numpy()] = 0.0
         return scores

@@ -23,6 +23,7 @@ from stream.catalog.encoder import TextEncoder
 from stream.data.dataset import Dataset
 from stream.model.item_space import ItemSpace
 from stream.model.prior import PopularityPrior
+from stream.model.sasrec import SASRecConfig
 from stream.model.transfer import ModelConfig
 from stream.settings import Settings
 from training.evaluation.cases import EVALUATION_SPLITS, GROUPS, EvalCase, EvalData, load_cases
@@ -47,8 +48,8 @@ from training.evaluation.ranking import (
     top_lists,
 )
 from training.evaluation.statistics import versus_best_other
+from training.fusion import train_fused
 from training.prior import fit_record, fit_weights, held_out_cases, prior_of
-from training.sasrec import SASRecConfig
 from training.train import TrainConfig, build_examples, train_model
 from training.validation import Validation, build_validation, split_validation
 
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 METHODS = ("popularity", "cooccurrence_knn", "zero_shot", "sasrec")
 # Methods that are trained first: only evaluated when training is asked for.
 TRAINED_METHODS = ("sasrec",)
+TEXT_TOWER = "text_tower"  # the fused model's transfer tower alone
 _CHUNK = 256
 
 
@@ -257,6 +259,7 @@ def evaluate_offline(
         embeddings = embed_catalog(data, encoder, cache_dir, progress=progress)
     training_summary: dict | None = None
     peers: list[Method] = []
+    components: list[Method] = []  # parts of the trained model: reported, not its rivals
     if train is not None and embeddings is not None:
         model_config = ModelConfig(text_dim=next(iter(embeddings.values())).shape[1])
         sequences = [[(e.domain, e.item_id) for e in seq] for seq in data.training["cold"]]
@@ -267,23 +270,31 @@ def evaluate_offline(
             space, sequences, model_config.max_history, train.cold_share, train.seed
         )
         text = np.concatenate([embeddings[domain] for domain in space.domains])
-        model, summary = train_model(
-            space, text, examples, model_config, train, progress=progress, validation=validation
-        )
-        training_summary = {**summary, "validation_users": validation_source}
-        if "sasrec" in methods:
-            sasrec_config = SASRecConfig(max_history=model_config.max_history)
-            sasrec, sasrec_summary = train_model(
-                space,
-                text,
-                examples,
-                sasrec_config,
-                train,
-                progress=progress,
-                validation=validation,
+        if settings.trainer.sequence_tower:
+            fused, summary = train_fused(
+                space, text, examples, model_config, train, validation, progress
             )
-            training_summary["sasrec"] = sasrec_summary
-            peers.append(Trained(sasrec, space, name="sasrec"))
+            model = fused
+            # The towers alone: the ID tower is the sasrec method, the text tower an ablation.
+            components.append(Trained(fused.transfer, space, name=TEXT_TOWER))
+            if "sasrec" in methods:
+                peers.append(Trained(fused.sequence, space, name="sasrec"))
+        else:
+            model, summary = train_model(
+                space, text, examples, model_config, train, progress, validation
+            )
+            if "sasrec" in methods:
+                sasrec, summary["sasrec"] = train_model(
+                    space,
+                    text,
+                    examples,
+                    SASRecConfig(max_history=model_config.max_history),
+                    train,
+                    progress,
+                    validation,
+                )
+                peers.append(Trained(sasrec, space, name="sasrec"))
+        training_summary = {**summary, "validation_users": validation_source}
     elif any(name in TRAINED_METHODS for name in methods):
         log.info("methods %s need training: pass --train-epochs to evaluate them", TRAINED_METHODS)
     prior_fit: dict | None = None
@@ -315,6 +326,7 @@ def evaluate_offline(
                     priors[group] = prior
                 built.append(ZeroShotText(space, embeddings, settings, prior))
         built.extend(peers)
+        built.extend(components)
         if model is not None:
             built.append(Trained(model, space))
         for method in tqdm(built, desc=f"evaluating {group}", disable=not progress):
@@ -332,8 +344,13 @@ def evaluate_offline(
                 gains[protocol][group][method.name] = result.gains[protocol]
         if "trained" in full:
             for protocol, summaries in (("full", full), ("sampled", sampled)):
+                rivals = {
+                    name: g
+                    for name, g in gains[protocol][group].items()
+                    if name not in {c.name for c in components}
+                }
                 comparison = versus_best_other(
-                    gains[protocol][group],
+                    rivals,
                     "trained",
                     {name: summaries[name][group]["ndcg@10"] for name in gains[protocol][group]},
                 )

@@ -253,6 +253,7 @@ def _render_markdown(metrics: Mapping[str, Any], methods: list[str], plots: list
             lines.append("")
 
     lines += _comparison_section(protocols)
+    lines += _fusion_section(_mapping(_mapping(metrics.get("meta")).get("training")))
     lines += _per_domain_section(headline, methods, protocol)
     lines += _reference_section(metrics, sampled, negatives)
     lines += _streaming_section(_mapping(metrics.get("streaming")))
@@ -308,6 +309,39 @@ def _comparison_section(protocols: Sequence[tuple[str, Mapping[str, Any]]]) -> l
         "whole interval is above 0.",
         "",
         *_table(["protocol", "group", "best other", "difference", "95% interval", "trained"], rows),
+        "",
+    ]
+
+
+def _fusion_section(training: Mapping[str, Any]) -> list[str]:
+    """How the trained model's two towers were weighed (``stream.model.fusion``), if fused."""
+    weights = _mapping(_mapping(training.get("fusion")).get("weights"))
+    if not weights:
+        return []
+    rows = []
+    for domain, slots in weights.items():
+        for group in GROUPS:
+            slot = _mapping(_mapping(slots).get(group))
+            if slot:
+                rows.append(
+                    [
+                        _escape(str(domain)),
+                        group,
+                        _fmt(_number(slot.get("weight"))),
+                        _fmt_count(slot.get("users")),
+                    ]
+                )
+    return [
+        "## The trained model's towers",
+        "",
+        "`trained` adds two towers' scores: the text-transfer tower (listed alone as "
+        "`text_tower`, an ablation, not one of its rivals) and an ID-sequence tower (the "
+        "`sasrec` row, when that method is evaluated). Each is trained on the same examples "
+        "with its own early stopping; the ID tower's score is weighed per target domain and "
+        "per group (cold: no history in the target domain) by the weight that ranked "
+        "held-out users best.",
+        "",
+        *_table(["target domain", "group", "ID-tower weight", "held-out users"], rows),
         "",
     ]
 

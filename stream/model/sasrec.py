@@ -1,4 +1,4 @@
-"""SASRec: the field's standard ID-only sequential recommender, as a peer for the evaluator.
+"""SASRec: the field's standard ID-only sequential recommender.
 
 Kang & McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018): learned item-ID
 embeddings plus positions, causal self-attention blocks, the user is the output at the last
@@ -7,7 +7,8 @@ rank items without interactions, and it knows nothing of domains beyond the item
 
 It has the transfer model's interface (``item_vectors``, ``user_vectors``, ``logits``) so that
 :func:`training.train.train_model` trains both on the same examples, loss, negatives and
-budget, and the evaluator scores both the same way. It is never served.
+budget, and the evaluator scores both the same way. Alone it is the evaluator's peer; served,
+it is the ID-sequence tower of :class:`stream.model.fusion.FusedModel`.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class SASRec(nn.Module):
         x = self.dropout(self.item_id(history) * keep + self.position(positions)) * keep
         x = self.blocks(x, mask=self.causal[:length, :length])
         return F.normalize(self.norm(x[:, -1]), dim=-1)
+
+    def queries(self, history: torch.Tensor, mask: torch.Tensor, domain: int) -> torch.Tensor:
+        """The user vectors that rank items of domain number ``domain`` (the same for all)."""
+        return self.user_vectors(history, mask)
 
     def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return users @ items.T / self.config.temperature
