@@ -202,6 +202,10 @@ class WorkerSettings(BaseModel):
     # accepts 6-1800 s by default (group.min/max.session.timeout.ms).
     session_timeout_seconds: float = Field(default=60.0, ge=6, le=1800)
     heartbeat_interval_seconds: float = Field(default=3.0, gt=0)
+    # An event on another partition than murmur2 of its user id (a producer on librdkafka's
+    # CRC32 default) is produced again to the user's partition instead of applied where it
+    # landed (stream/worker/routing.py); off: applied where it lands (counted either way).
+    reroute_misrouted: bool = True
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> WorkerSettings:

@@ -63,6 +63,7 @@ from stream.catalog.store import ItemCatalog
 from stream.core.items import item_text, text_digest
 from stream.core.processor import recommendation_id
 from stream.core.state import UserState
+from stream.data.offline import replay_topics
 from stream.data.sample import sample_items
 from stream.devtools.supervisor import ASSIGNED_LINE
 from stream.kafka import snapshot
@@ -629,4 +630,29 @@ def audit(
             result.recs_conflicting += 1
             note("recs_conflicting", f"event {pair[0]} -> {pair[1]}: {sorted(ids)}")
     result.examples = dict(examples)
+    return result
+
+
+def audit_workload(
+    settings: Settings,
+    producer: PacedProducer,
+    collector: RecCollector,
+    states: Mapping[str, UserState],
+    encoder: TextEncoder,
+) -> Audit:
+    """The audit of a :func:`workload` run against the offline single pass, plus what that
+    workload promises: every record accounted for, the refused ones in the dead-letter topic
+    and nowhere else. Raises AssertionError when a promise is broken."""
+    result = audit(
+        settings,
+        producer.sent,
+        states,
+        replay_topics(settings, encoder),
+        collector.stop(),
+        dead_letters(settings),
+    )
+    assert result.events == producer.produced, result.figures()
+    assert result.dead_lettered == result.records_invalid > 0, result.figures()
+    assert result.applied == result.events - result.records_invalid, result.figures()
+    assert result.recs_expected > 0, result.figures()
     return result

@@ -145,6 +145,7 @@ class BatchProcessor:
             if state is None:
                 state = load_state(event.user_id) or UserState(user_id=event.user_id)
                 states[event.user_id] = state
+            topic, partition, offset = record.position
             applied = apply_event(
                 state,
                 AppliedEvent(
@@ -154,8 +155,8 @@ class BatchProcessor:
                     event_type=event.event_type,
                     timestamp=event.timestamp,
                     rating=event.rating,
-                    source=f"{record.topic}:{record.partition}",
-                    offset=record.offset,
+                    source=f"{topic}:{partition}",
+                    offset=offset,
                 ),
                 embedding,
                 interest,
@@ -320,9 +321,9 @@ class BatchProcessor:
                         event_id=event.event_id,
                         domain=event.domain,
                         event_time=event.timestamp,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
+                        topic=record.position[0],
+                        partition=record.position[1],
+                        offset=record.position[2],
                     ),
                 )
             )

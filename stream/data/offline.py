@@ -15,7 +15,7 @@ from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
 from stream.core.processor import BatchProcessor
-from stream.core.records import SourceRecord
+from stream.core.records import SourceRecord, origin_of
 from stream.core.scoring import coarse_dtype
 from stream.core.state import UserState
 from stream.kafka.snapshot import read_ranges, topic_ranges
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 def read_event_records(settings: Settings) -> list[SourceRecord]:
     """Every record of the event topics up to their current end, partitions merged by the
-    records' timestamps (each partition keeps its own order)."""
+    records' timestamps (each partition keeps its own order). Copies that workers made of
+    misrouted events (stream.worker.routing) are left out: each event counts where it first
+    landed, once."""
     consumer = make_consumer(settings)
     try:
         ranges = [
@@ -39,6 +41,8 @@ def read_event_records(settings: Settings) -> list[SourceRecord]:
             (start.topic, start.partition): [] for start, _ in ranges
         }
         for message in read_ranges(consumer, ranges):
+            if origin_of(message.headers()) is not None:
+                continue  # a worker's copy of a misrouted event: the original is read too
             per_partition[(message.topic(), message.partition())].append(
                 (
                     message.timestamp()[1],

@@ -80,6 +80,7 @@ class OutgoingMessage:
     key: bytes | None
     value: bytes | None
     partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 def unreachable_hint(settings: Settings) -> str:
@@ -215,6 +216,7 @@ def produce_queued(
     key: bytes | None,
     *,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
     on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
 ) -> None:
     """Hand one message to librdkafka; while its local queue is full, serve deliveries and
@@ -222,6 +224,8 @@ def produce_queued(
     kwargs: dict[str, object] = {}
     if partition is not None:
         kwargs["partition"] = partition
+    if headers:
+        kwargs["headers"] = headers
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
     while True:
@@ -261,6 +265,7 @@ def _produce_and_wait(
             message.value,
             message.key,
             partition=message.partition,
+            headers=message.headers,
             on_delivery=functools.partial(on_delivery, index),
         )
     started = time.monotonic()

@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from stream.core.records import SourceRecord
+from stream.core.records import SourceRecord, origin_of
 from stream.settings import Settings
 from stream.worker.batching import process_in_batches
 from stream.worker.intake import IntakeApp
@@ -131,6 +131,7 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
                     event.message.key,
                     event.message.value,
                     event.message.timestamp,
+                    origin_of(event.message.headers),
                 )
                 for event in batch
             ]

@@ -52,8 +52,9 @@ class WorkerMetrics:
         )
         self.events_misrouted = Counter(
             "xdrec_events_misrouted_total",
-            "Events on another partition than murmur2 of their key picks: their producer "
-            "partitions differently (librdkafka's default is CRC32), so a user's state splits.",
+            "Events on another partition than murmur2 of their key picks (their producer "
+            "partitions differently: librdkafka's default is CRC32); each is moved to its "
+            "user's partition.",
             ["topic"],
             registry=r,
         )

@@ -12,7 +12,6 @@ skipped, and a state is never durable before the recommendations of the events i
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -31,7 +30,6 @@ from stream.core.processor import BatchOutput, BatchProcessor
 from stream.core.records import SourceRecord
 from stream.core.scorer import Scorer
 from stream.core.scoring import coarse_dtype
-from stream.kafka.topics import key_partition
 from stream.kafka.transport import (
     OutgoingMessage,
     is_transient,
@@ -44,6 +42,7 @@ from stream.settings import Settings
 from stream.state.changelog import StateChangelog
 from stream.state.store import UserStateStore
 from stream.worker.metrics import WorkerMetrics
+from stream.worker.routing import PartitionRouter
 from stream.worker.training_trigger import TrainingTrigger
 
 log = logging.getLogger(__name__)
@@ -120,11 +119,7 @@ class WorkerRuntime:
         self.metrics_port: int | None = None
         self.started = threading.Event()
         self._last_catalog_refresh = float("-inf")
-        # Users come back, so their keys' partitions are remembered (bounded by the cache).
-        partitions = settings.topics.partitions
-        self._key_partition = functools.lru_cache(maxsize=65_536)(
-            lambda key: key_partition(key, partitions)
-        )
+        self.router = PartitionRouter(settings)
         self._misrouted_warned_at = float("-inf")
 
     def start(self) -> None:
@@ -306,8 +301,9 @@ class WorkerRuntime:
         assert self.processor is not None and self.store is not None and self.reader is not None
         self.swap_if_pending()
         started = time.perf_counter()
-        self._ensure_restored({record.partition for record in records})
-        output = self.processor.process(records, self.store.get, self._refresh_catalog)
+        routed = self.router.split(records)
+        self._ensure_restored({record.partition for record in routed.own})
+        output = self.processor.process(routed.own, self.store.get, self._refresh_catalog)
         states: dict[str, tuple[int, bytes | None]] = {
             user_id: (partition, state.to_bytes())
             for user_id, (partition, state) in output.states.items()
@@ -316,6 +312,7 @@ class WorkerRuntime:
         self.produce(
             recommendation_messages(self.settings, output.recommendations)
             + dead_letter_messages(self.settings, output.dead_letters)
+            + routed.moved
         )
         # The new states only once the outputs are acknowledged: librdkafka sends each
         # partition on its own, so produced together a crash could leave a changelog record
@@ -336,7 +333,7 @@ class WorkerRuntime:
             dead_letters=len(output.dead_letters),
             seconds=time.perf_counter() - started,
         )
-        self._observe(records, output, stats)
+        self._observe(records, output, stats, routed.misrouted)
         self.trigger.observe(
             sum(stats.applied.values()),
             sum(output.online_checks.values()),
@@ -345,18 +342,19 @@ class WorkerRuntime:
         return stats
 
     def _observe(
-        self, records: Sequence[SourceRecord], output: BatchOutput, stats: BatchStats
+        self,
+        records: Sequence[SourceRecord],
+        output: BatchOutput,
+        stats: BatchStats,
+        misrouted: Counter[str],
     ) -> None:
         metrics = self.metrics
         now = time.time()
         consumed: Counter[str] = Counter()
-        misrouted: Counter[str] = Counter()
         for record in records:
             domain = self.domain_of_topic.get(record.topic)
             if domain is not None:
                 consumed[domain] += 1
-                if record.key is not None and self._key_partition(record.key) != record.partition:
-                    misrouted[record.topic] += 1
             if record.timestamp:
                 metrics.event_latency.observe(max(0.0, now - record.timestamp))
             key = (record.topic, record.partition)
@@ -368,12 +366,13 @@ class WorkerRuntime:
         if misrouted and time.monotonic() - self._misrouted_warned_at > MISROUTED_WARN_SECONDS:
             self._misrouted_warned_at = time.monotonic()
             log.warning(
-                "events on the wrong partition count=%d topics=%s: their producer does not "
-                "partition by murmur2 of the user id (librdkafka's default is CRC32), so a "
-                "user's events reach different workers; set partitioner=murmur2_random in the "
-                "producer (see README, Topics)",
+                "events on the wrong partition count=%d topics=%s moved=%s: their producer "
+                "does not partition by murmur2 of the user id (librdkafka's default is CRC32); "
+                "each is produced again to its user's partition, which costs a second write "
+                "and read: set partitioner=murmur2_random in the producer (see README, Topics)",
                 sum(misrouted.values()),
                 sorted(misrouted),
+                self.router.move,
             )
         for domain, count in stats.applied.items():
             metrics.events_applied.labels(domain).inc(count)

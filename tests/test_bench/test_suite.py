@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench import encoder_speed, recovery, scale_out, training_speed
+from bench import encoder_speed, misrouting, recovery, scale_out, training_speed
 from bench.__main__ import MODULES, merge_gpu_rows
 from bench.harness import NO_CUDA, Outcome
 from bench.latency import Latencies, outcomes
 from bench.report import markdown, rows_json, write_json
 from stream.core.state import UserState
+from stream.kafka.topics import key_partition
+from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings
 
 
@@ -111,3 +113,15 @@ def test_gpu_rows_from_another_machine_fill_only_the_no_gpu_rows(tmp_path: Path)
     assert here[training_speed.GPU].value == 2.0
     assert "50,000 examples; measured on NVIDIA H200" in here[training_speed.GPU].detail
     assert rows_json(specs, here)[training_speed.GPU]["ratio"] == 2.0
+
+
+def test_the_misrouting_row_moves_every_event_of_a_quarter_of_the_users() -> None:
+    events = [
+        OutgoingMessage("p.events.books", f"user-{n % 200}".encode(), b"{}") for n in range(2_000)
+    ]
+    placed, moved = misrouting.misplace(events, 4)
+    wrong = [m for m in placed if m.partition is not None]
+    assert len(wrong) == moved and 0.15 < moved / len(events) < 0.35
+    assert all(m.partition != key_partition(m.key or b"", 4) for m in wrong)
+    users = {m.key for m in wrong}
+    assert all(m.partition is not None for m in placed if m.key in users)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from stream.core.state import UserState
-from stream.data.offline import replay_topics
 from stream.devtools.broker import BrokerInfo, restart_broker, start_broker, stop_broker
 from stream.settings import Settings
 from testkit import guarantees
@@ -64,30 +62,6 @@ def deployment(
     return settings
 
 
-def audit_run(
-    settings: Settings,
-    producer: guarantees.TrackedProducer,
-    collector: guarantees.RecCollector,
-    states: Mapping[str, UserState],
-    encoder: guarantees.MemoEncoder,
-) -> guarantees.Audit:
-    """The chaos benchmark's audit, plus what this workload promises: every record accounted
-    for, the refused ones in the dead-letter topic and nowhere else."""
-    result = guarantees.audit(
-        settings,
-        producer.sent,
-        states,
-        replay_topics(settings, encoder),
-        collector.stop(),
-        guarantees.dead_letters(settings),
-    )
-    assert result.events == producer.produced
-    assert result.dead_lettered == result.records_invalid > 0
-    assert result.applied == result.events - result.records_invalid
-    assert result.recs_expected > 0
-    return result
-
-
 def test_broker_restart_mid_stream_loses_nothing(
     own_broker: BrokerInfo, encoder: guarantees.MemoEncoder, tmp_path: Path
 ) -> None:
@@ -123,7 +97,8 @@ def test_broker_restart_mid_stream_loses_nothing(
     finally:
         worker.stop()
         producer.stop()
-    result = audit_run(settings, producer, collector, guarantees.stored_states(settings), encoder)
+    states = guarantees.stored_states(settings)
+    result = guarantees.audit_workload(settings, producer, collector, states, encoder)
     assert not result.problems(), result.figures()
 
 
@@ -194,7 +169,7 @@ def test_worker_leaving_a_group_hands_over_partitions_and_state(
 
     user_partitions = {s.user_id: s.partition for s in producer.sent}
     states = guarantees.owners_states(settings, after, user_partitions)
-    result = audit_run(settings, producer, collector, states, encoder)
+    result = guarantees.audit_workload(settings, producer, collector, states, encoder)
     assert not result.problems(), result.figures()
     moved_users = {user for user, partition in user_partitions.items() if partition in moved}
     assert moved_users and moved_users <= set(states)

@@ -155,3 +155,25 @@ def test_experiment_assignment_is_stable_and_near_its_share() -> None:
     chosen = [in_experiment(user, settings) for user in users]
     assert chosen == [in_experiment(user, settings) for user in users]
     assert 0.22 < sum(chosen) / len(users) < 0.28
+
+
+def test_a_moved_copy_is_applied_as_the_event_where_it_first_landed_and_only_once() -> None:
+    settings = _settings()
+    run = _Run(settings)
+    topic = settings.topics.events("books")
+    event = _event("u1", "books", "b0", T0)
+    origin = (topic, 3, 41)  # where a CRC32 producer put it
+    copy = _record(settings, 7, event, partition=1)._replace(origin=origin)
+    output = run.batch([copy])
+    assert output.applied_by_domain["books"] == 1
+    assert output.states["u1"][0] == 1  # its state and changelog stay on the owner's partition
+    assert run.states["u1"].offsets == {f"{topic}:3": 41}
+    (rec,) = [r for r in output.recommendations if r.target_domain == "movies"]
+    assert (rec.trigger.topic, rec.trigger.partition, rec.trigger.offset) == origin
+    # The same event moved twice (its batch replayed after a crash): a duplicate.
+    again = run.batch([copy._replace(offset=9)])
+    assert again.duplicates_by_domain["books"] == 1 and not again.recommendations
+    # A refused copy is dead-lettered under its origin, where an operator finds the original.
+    broken = SourceRecord(topic, 1, 10, b"u1", b"{not json", origin=(topic, 3, 42))
+    (letter,) = run.batch([broken]).dead_letters
+    assert (letter.topic, letter.partition, letter.offset) == (topic, 3, 42)

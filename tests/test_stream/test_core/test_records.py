@@ -52,6 +52,8 @@ def test_partitions_interleave_by_event_time_and_keep_their_own_order() -> None:
 
 
 def test_a_record_crosses_a_process_boundary_as_itself() -> None:
-    record = SourceRecord("events.books", 1, 7, b"u", b"v", 3.5)
+    record = SourceRecord("events.books", 1, 7, b"u", b"v", 3.5, ("events.books", 3, 2))
     assert pickle.loads(pickle.dumps(record)) == record
-    assert record == ("events.books", 1, 7, b"u", b"v", 3.5)
+    assert record == ("events.books", 1, 7, b"u", b"v", 3.5, ("events.books", 3, 2))
+    assert record.position == ("events.books", 3, 2)
+    assert record._replace(origin=None).position == ("events.books", 1, 7)
