@@ -102,14 +102,26 @@ class RecommendedItem(Contract):
 
 
 class Trigger(Contract):
-    """The event that caused a recommendation, so consumers can trace and deduplicate."""
+    """What caused a recommendation, so consumers can trace and deduplicate: an event
+    (``kind`` "event", the default and the only kind on the ``recs.<target>`` topics, which
+    omit the field; ``topic``, ``partition`` and ``offset`` name the record that carried it) or
+    a request for the user's recommendations (``kind`` "request", the answer of a worker's
+    ``GET /recommendations/{domain}/{user_id}``: ``event_id`` is the request's id,
+    ``event_time`` when it was answered, and there is no record)."""
 
+    kind: Literal["event", "request"] = "event"
     event_id: Identifier
     domain: DomainName
     event_time: float
-    topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
+    topic: str | None = None
+    partition: int | None = Field(default=None, ge=0)
+    offset: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _events_name_their_record(self) -> Trigger:
+        if self.kind == "event" and None in (self.topic, self.partition, self.offset):
+            raise ValueError("an event trigger names its record: topic, partition and offset")
+        return self
 
 
 class Recommendation(Contract):

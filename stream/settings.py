@@ -8,6 +8,7 @@ once at the edge (the CLI) and passed in; no module reads settings from a global
 from __future__ import annotations
 
 import os
+import socket
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -275,12 +276,33 @@ class TrainerSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
-    """Where /metrics is served; port 0 picks a free port (logged at start)."""
+    """The worker's HTTP server: /metrics, /healthz, /ready and recommendations on request
+    (``GET /recommendations/{domain}/{user_id}``). Port 0 picks a free port (logged at start)."""
 
     enabled: bool = True
-    address: str = "127.0.0.1"
+    address: str = "127.0.0.1"  # where it binds: loopback unless set
     port: int = Field(default=9464, ge=0, le=65535)
     refresh_seconds: float = Field(default=5.0, gt=0)
+    # Asked of every request but /healthz and /ready, as "Authorization: Bearer <token>"
+    # (None: none asked). Set it from a secret (XDREC_METRICS__TOKEN); Prometheus then
+    # scrapes with an `authorization` section.
+    token: SecretStr | None = None
+    # Where the other workers reach this one to forward a request for a user it owns (e.g.
+    # the pod's DNS name); None: ``address``, or the host name when bound to all interfaces.
+    # A worker on port 0 is not reachable by the others: requests for its users get a 503.
+    advertised_address: str | None = None
+    # The most items a request may ask for (``k``).
+    max_request_k: int = Field(default=100, ge=1, le=1000)
+
+    def advertised_url(self) -> str | None:
+        """``http://host:port`` the other workers forward to; None on port 0."""
+        if self.port == 0:
+            return None
+        host = self.advertised_address or self.address
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"http://{host}:{self.port}"
+
     # The event-to-recommendation latency objective: this share of recommendations published
     # within this many seconds of their event's event time. Exported as gauges beside a count
     # of the slower ones, so the burn-rate alerts (deploy/prometheus) follow this setting.
@@ -397,6 +419,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(mode="json").items():
         if name == "kafka" and settings.kafka.sasl_password is not None:
             value["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
+        if name == "metrics" and settings.metrics.token is not None:
+            value["token"] = settings.metrics.token.get_secret_value()
         env[f"XDREC_{name.upper()}"] = (
             json.dumps(value) if isinstance(value, dict | list) else str(value)
         )

@@ -21,14 +21,15 @@ _NULL_SCORE = b'"score":null'
 
 @dataclass(frozen=True, slots=True)
 class EmittedTrigger:
-    """The event that caused a recommendation (the contract's ``Trigger``)."""
+    """The event (or request) that caused a recommendation (the contract's ``Trigger``)."""
 
     event_id: str
     domain: str
     event_time: float
-    topic: str
-    partition: int
-    offset: int
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    kind: str = "event"  # or "request": then no record (topic, partition, offset are None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class EmittedRecommendation:
                 "model_version": self.model_version,
                 "source_domains": self.source_domains,
                 "trigger": {
+                    # The topics carry event triggers only, without the field (schema v1).
+                    **({} if trigger.kind == "event" else {"kind": trigger.kind}),
                     "event_id": trigger.event_id,
                     "domain": trigger.domain,
                     "event_time": trigger.event_time,

@@ -305,42 +305,51 @@ class BatchProcessor:
                 state.pending[target] = count
                 continue
             state.pending[target] = 0
-            prepared = scorer.prepare(state, target, sources, config.explain)
-            if prepared is None:
-                continue
-            due.append(
-                _PendingRecommendation(
-                    user_id=state.user_id,
-                    target=target,
-                    sources=sorted(d for d in state.interests if d in sources or d == target),
-                    prepared=prepared,
-                    exclude=frozenset(state.seen.get(target, ()))
-                    | frozenset(state.dismissed.get(target, ())),
-                    scorer=scorer,
-                    trigger=EmittedTrigger(
-                        event_id=event.event_id,
-                        domain=event.domain,
-                        event_time=event.timestamp,
-                        topic=record.position[0],
-                        partition=record.position[1],
-                        offset=record.position[2],
-                    ),
-                )
+            topic, partition, offset = record.position
+            trigger = EmittedTrigger(
+                event.event_id, event.domain, event.timestamp, topic, partition, offset
             )
+            request = _pending(scorer, state, target, sources, config.explain, trigger)
+            if request is not None:
+                due.append(request)
         return due
 
+    def recommend(
+        self, state: UserState, target: str, k: int, explain: bool, request_id: str
+    ) -> EmittedRecommendation | None:
+        """The user's ``target`` recommendations now, as a request asks for them: from the
+        state as it is, with the version the user is served (the candidate for a user in an
+        online comparison), seen and dismissed items left out. None when the user has no
+        history in the domains that feed ``target``. Safe beside :meth:`process` (another
+        thread): it changes nothing and reads only ``state``."""
+        serving, candidate = self.scorer, self.candidate
+        scorer = (
+            candidate
+            if candidate is not None and in_experiment(state.user_id, self.settings)
+            else serving
+        )
+        sources = self.settings.recommendations.routes.get(target, [])
+        now = self.clock()
+        trigger = EmittedTrigger(request_id, target, now, None, None, None, "request")
+        request = _pending(scorer, state, target, sources, explain, trigger)
+        if request is None:
+            return None
+        recommendations, _ = self._score([request], now, k)
+        return recommendations[0] if recommendations else None
+
     def _score(
-        self, pending: list[_PendingRecommendation], now: float
+        self, pending: list[_PendingRecommendation], now: float, k: int | None = None
     ) -> tuple[list[EmittedRecommendation], dict[int, list[tuple[str, float]]]]:
-        """Top-K for every pending request, batched per target and model version; returns the
-        recommendations and the ranked items by position in ``pending``."""
+        """Top-K (``k``, else ``recommendations.top_k``) for every pending request, batched per
+        target and model version; returns the recommendations and the ranked items by position
+        in ``pending``."""
         by_target: dict[tuple[str, int], list[int]] = defaultdict(list)
         scorers: dict[int, Scorer] = {}
         for position, request in enumerate(pending):
             scorers[id(request.scorer)] = request.scorer
             by_target[(request.target, id(request.scorer))].append(position)
         ranked: dict[int, list[tuple[str, float]]] = {}
-        k = self.settings.recommendations.top_k
+        k = k or self.settings.recommendations.top_k
         top = self.settings.recommendations.explain_top
         because: dict[int, list[Contributions]] = {}
         for (target, scorer_id), positions in by_target.items():
@@ -375,6 +384,30 @@ class BatchProcessor:
                 )
             )
         return recommendations, ranked
+
+
+def _pending(
+    scorer: Scorer,
+    state: UserState,
+    target: str,
+    sources: list[str],
+    explain: bool,
+    trigger: EmittedTrigger,
+) -> _PendingRecommendation | None:
+    """What a due recommendation needs from the state now (it changes as the batch goes on),
+    or None when the user has no history that feeds ``target``."""
+    prepared = scorer.prepare(state, target, sources, explain)
+    if prepared is None:
+        return None
+    return _PendingRecommendation(
+        user_id=state.user_id,
+        target=target,
+        sources=sorted(d for d in state.interests if d in sources or d == target),
+        prepared=prepared,
+        exclude=frozenset(state.seen.get(target, ())) | frozenset(state.dismissed.get(target, ())),
+        scorer=scorer,
+        trigger=trigger,
+    )
 
 
 def in_experiment(user_id: str, settings: Settings) -> bool:

@@ -80,6 +80,12 @@ class UserStateStore:
         raw = self._db.get(self._user_key(user_id))
         return UserState.from_bytes(raw) if raw is not None else None
 
+    def read(self, user_id: str) -> UserState | None:
+        """The user's state as last written, decoded afresh from RocksDB for a reader beside
+        the batch thread (a request): the cache and the states a batch holds stay its own."""
+        raw = self._db.get(self._user_key(user_id))
+        return UserState.from_bytes(raw) if raw is not None else None
+
     def changelog_offset(self, partition: int) -> int | None:
         """The last changelog offset applied for ``partition``, or None if never."""
         raw = self._db.get(_OFFSET_PREFIX + str(partition).encode())

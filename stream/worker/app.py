@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -97,6 +98,10 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         broker_session_timeout=settings.worker.session_timeout_seconds,
         broker_heartbeat_interval=settings.worker.heartbeat_interval_seconds,
         broker_request_timeout=max(90.0, settings.worker.session_timeout_seconds),
+        # Shared in the group's assignment, so that every worker knows where each partition's
+        # requests go (stream.worker.queries); a worker nobody can reach gets a placeholder.
+        canonical_url=settings.metrics.advertised_url()
+        or f"http://{uuid.uuid4().hex}{UNREACHABLE}",
     )
     runtime = RuntimeProcess(settings, log_level)  # starts loading while faust joins
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xdrec-batch")
@@ -107,6 +112,9 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         value_serializer="raw",
         partitions=settings.topics.partitions,
     )
+
+    # The partitions of these topics are the users' (faust also assigns its own leader topic).
+    inputs = {*(settings.topics.events(d) for d in settings.domains), settings.topics.erasure()}
 
     @app.agent(events, name="xdrec.events", concurrency=1)
     async def process_events(stream: faust.StreamT) -> None:
@@ -165,13 +173,16 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         # Queued behind the batch in flight and ahead of the next one; not awaited, so the
         # rebalance completes while the runtime restores (a first batch would wait the same).
         future = asyncio.get_running_loop().run_in_executor(
-            executor, runtime.assign_partitions, {tp.partition for tp in assigned}
+            executor,
+            runtime.assign_partitions,
+            {tp.partition for tp in assigned if tp.topic in inputs},
+            partition_owners(app, settings),
         )
         future.add_done_callback(_log_failed_restore)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: Any) -> None:
-        partitions = {tp.partition for tp in revoked}
+        partitions = {tp.partition for tp in revoked if tp.topic in inputs}
         await asyncio.get_running_loop().run_in_executor(
             executor, runtime.forget_partitions, partitions
         )
@@ -182,6 +193,27 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
         runtime.close()
 
     return app, runtime
+
+
+UNREACHABLE = ".unreachable.invalid"
+
+
+def partition_owners(app: faust.App, settings: Settings) -> dict[int, str]:
+    """Event partition -> the URL of the worker that owns it, from the assignment faust
+    shares with the group (each member's canonical URL); unreachable workers left out."""
+    events = {settings.topics.events(domain) for domain in settings.domains}
+    try:
+        distribution = app.assignor.external_topics_metadata()  # type: ignore[attr-defined]
+    except AttributeError:
+        return {}
+    return {
+        partition: url
+        for url, topics in distribution.items()
+        if not url.split("/")[2].endswith(UNREACHABLE)
+        for topic, partitions in topics.items()
+        if topic in events
+        for partition in partitions
+    }
 
 
 def _log_failed_restore(future: asyncio.Future) -> None:

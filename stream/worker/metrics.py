@@ -8,6 +8,7 @@ the alert rules is defined here.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -246,15 +247,32 @@ class WorkerMetrics:
         return InstrumentedEncoder(encoder, self, source)
 
     def serve(
-        self, address: str, port: int, readiness: Callable[[], dict[str, bool]] | None = None
+        self,
+        address: str,
+        port: int,
+        readiness: Callable[[], dict[str, bool]] | None = None,
+        token: str | None = None,
+        queries: Callable[[dict], tuple[int, list[tuple[str, str]], bytes]] | None = None,
     ) -> int:
-        """Serve /metrics, /healthz and /ready; returns the bound port (0 picks a free one)."""
-        return serve_registry(self.registry, address, port, readiness)
+        """Serve /metrics, /healthz, /ready and, with ``queries``, /recommendations; returns
+        the bound port (0 picks a free one)."""
+        return serve_registry(self.registry, address, port, readiness, token, queries)
 
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """No line per request: Prometheus and the probes ask every few seconds."""
+        """No line per request: Prometheus and the probes ask every few seconds, and a
+        request's path names its user (the recommendations endpoint logs its own lines)."""
+
+
+_STATUS = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    404: "404 Not Found",
+    503: "503 Service Unavailable",
+}
+_OPEN_PATHS = ("/healthz", "/ready")  # probes ask without a token
 
 
 def serve_registry(
@@ -262,25 +280,41 @@ def serve_registry(
     address: str,
     port: int,
     readiness: Callable[[], dict[str, bool]] | None = None,
+    token: str | None = None,
+    queries: Callable[[dict], tuple[int, list[tuple[str, str]], bytes]] | None = None,
 ) -> int:
-    """Serve ``registry`` on /metrics, liveness on /healthz (200 while the process answers)
-    and readiness on /ready (200 or 503 with the conditions as JSON, from ``readiness``;
-    without it, ready as soon as it answers). Returns the bound port (0 picks a free one)."""
+    """Serve ``registry`` on /metrics, liveness on /healthz (200 while the process answers),
+    readiness on /ready (200 or 503 with the conditions as JSON, from ``readiness``; without
+    it, ready as soon as it answers) and ``queries`` under /recommendations/. With ``token``
+    every path but /healthz and /ready asks for ``Authorization: Bearer <token>`` (401
+    otherwise). Returns the bound port (0 picks a free one)."""
     metrics_app = make_wsgi_app(registry)
+    expected = f"Bearer {token}".encode() if token else None
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
+        headers: list[tuple[str, str]] = []
         if path == "/healthz":
-            ok, state = True, {"alive": True}
+            status, body = 200, json.dumps({"alive": True}).encode()
         elif path == "/ready":
             state = readiness() if readiness is not None else {"ready": True}
-            ok = state["ready"]
+            status, body = (200 if state["ready"] else 503), json.dumps(state).encode()
+        elif expected is not None and not hmac.compare_digest(
+            environ.get("HTTP_AUTHORIZATION", "").encode(), expected
+        ):
+            status, headers = 401, [("WWW-Authenticate", 'Bearer realm="xdrec"')]
+            body = json.dumps(
+                {"reason": "unauthorized", "detail": "send Authorization: Bearer <token>"}
+            ).encode()
+        elif queries is not None and path.startswith("/recommendations/"):
+            status, headers, body = queries(environ)
         else:
             return metrics_app(environ, start_response)
         start_response(
-            "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+            _STATUS.get(status, f"{status} Error"),
+            [("Content-Type", "application/json"), *headers],
         )
-        return [json.dumps(state).encode()]
+        return [body]
 
     try:
         server = make_server(
@@ -294,7 +328,10 @@ def serve_registry(
         ) from exc
     threading.Thread(target=server.serve_forever, name="xdrec-http", daemon=True).start()
     bound = int(server.server_address[1])
-    log.info("metrics served address=%s port=%d paths=/metrics,/healthz,/ready", address, bound)
+    paths = "/metrics,/healthz,/ready" + (",/recommendations" if queries is not None else "")
+    log.info(
+        "metrics served address=%s port=%d paths=%s token=%s", address, bound, paths, bool(token)
+    )
     return bound
 
 

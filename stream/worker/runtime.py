@@ -42,6 +42,13 @@ from stream.settings import Settings
 from stream.state.changelog import StateChangelog
 from stream.state.store import UserStateStore
 from stream.worker.metrics import WorkerMetrics
+from stream.worker.queries import (
+    Forward,
+    QueryError,
+    QueryHandler,
+    RecommendationQuery,
+    new_request_id,
+)
 from stream.worker.routing import PartitionRouter
 from stream.worker.training_trigger import TrainingTrigger
 
@@ -108,6 +115,9 @@ class WorkerRuntime:
         # Readiness (/ready): the group's assignment (None while a rebalance is under way),
         # whether a restore runs, and the start-up steps done.
         self._assigned: set[int] | None = None
+        # partition -> URL of the worker that owns it (from the group's assignment), for
+        # forwarding requests for users this worker does not own.
+        self._owners: dict[int, str] = {}
         self._restoring = False
         self._catalog_ready = False
         self._model_ready = False
@@ -136,8 +146,13 @@ class WorkerRuntime:
         self.metrics.model.info({"model_version": ZERO_SHOT_VERSION})
         self.metrics.model_created.set(time.time())
         if settings.metrics.enabled:
+            token = settings.metrics.token
             self.metrics_port = self.metrics.serve(
-                settings.metrics.address, settings.metrics.port, self.readiness
+                settings.metrics.address,
+                settings.metrics.port,
+                self.readiness,
+                token.get_secret_value() if token is not None else None,
+                QueryHandler(settings, self.answer_query),
             )
             threading.Thread(target=self._monitor, name="xdrec-gauges", daemon=True).start()
         self.encoder = TextEncoder.from_settings(settings.encoder)
@@ -250,6 +265,7 @@ class WorkerRuntime:
         with self._restored_lock:
             self._restored.difference_update(partitions)
             self._assigned = None
+            self._owners = {}
             if self.store is not None:
                 # Another worker may change these users meanwhile: read them back when due.
                 self.store.clear_cache()
@@ -257,13 +273,17 @@ class WorkerRuntime:
                 del self.positions[(topic, partition)]
                 self.metrics.consumer_lag.remove(topic, str(partition))
 
-    def assign_partitions(self, partitions: Iterable[int]) -> None:
-        """The group gave this worker ``partitions``: restore them now rather than on their
-        first batch, so that readiness means the state is there (before start-up finishes,
-        :meth:`start` restores them at its end)."""
+    def assign_partitions(
+        self, partitions: Iterable[int], owners: dict[int, str] | None = None
+    ) -> None:
+        """The group gave this worker ``partitions`` (and ``owners``, every partition's
+        worker URL): restore them now rather than on their first batch, so that readiness
+        means the state is there (before start-up finishes, :meth:`start` restores them at
+        its end)."""
         partitions = set(partitions)
         with self._restored_lock:
             self._assigned = partitions
+            self._owners = dict(owners or {})
         if self.started.is_set():
             self._ensure_restored(partitions)
 
@@ -280,6 +300,49 @@ class WorkerRuntime:
             "state_restored": restored,
         }
         return {"ready": all(state.values()), **state}
+
+    def answer_query(self, query: RecommendationQuery, forwarded: bool) -> bytes | Forward:
+        """A request's answer (``Recommendation`` JSON) from this worker's state, or the worker
+        to forward it to; QueryError when neither can be given now (see stream.worker.queries).
+        Runs on an HTTP thread beside the batches: it reads the user's state as last written
+        and changes nothing."""
+        if not self.started.is_set() or self.processor is None or self.store is None:
+            raise QueryError(503, "starting", "the worker is starting; retry", retry_after=True)
+        partition = self.router.partition_of(query.user_id.encode("utf-8"))
+        with self._restored_lock:
+            assigned, owner = self._assigned, self._owners.get(partition)
+            restoring = self._restoring or partition not in self._restored
+        if assigned is None:
+            raise QueryError(
+                503, "rebalancing", "the group is rebalancing; retry", retry_after=True
+            )
+        if partition not in assigned:
+            if forwarded or owner is None:
+                raise QueryError(
+                    503,
+                    "owner_unknown",
+                    "the worker that owns this user is not known here yet (or not reachable: "
+                    "set metrics.port and metrics.advertised_address on every worker); retry",
+                    retry_after=True,
+                )
+            return Forward(owner)
+        if restoring:
+            raise QueryError(
+                503, "restoring", "this user's partition is being restored; retry", True
+            )
+        state = self.store.read(query.user_id)
+        if state is None:
+            raise QueryError(404, "unknown_user", "no event of this user has been applied")
+        recommendation = self.processor.recommend(
+            state, query.domain, query.k, query.explain, new_request_id()
+        )
+        if recommendation is None:
+            raise QueryError(
+                404,
+                "no_history",
+                f"the user has no history in the domains that feed {query.domain}",
+            )
+        return recommendation.to_json()
 
     def _ensure_restored(self, partitions: set[int]) -> None:
         with self._restored_lock:

@@ -115,9 +115,10 @@ class RuntimeProcess:
     def forget_partitions(self, partitions: set[int]) -> None:
         self._call("forget", partitions)
 
-    def assign_partitions(self, partitions: set[int]) -> None:
-        """The group's new assignment: the runtime restores these partitions now."""
-        self._call("assign", partitions)
+    def assign_partitions(self, partitions: set[int], owners: dict[int, str]) -> None:
+        """The group's new assignment: the runtime restores these partitions now;
+        ``owners`` maps every partition to its worker's URL (request forwarding)."""
+        self._call("assign", (partitions, owners))
 
     def report_loop_lag(self, samples: list[float], window_max: float) -> None:
         """Event-loop lag seen in this process, for the runtime's /metrics. Never blocks the
@@ -221,7 +222,7 @@ def serve(
             elif command == "forget":
                 runtime.forget_partitions(argument)
             elif command == "assign":
-                runtime.assign_partitions(argument)
+                runtime.assign_partitions(*argument)
             elif command == "close":
                 runtime.close()
                 commands.send(("ok", None))

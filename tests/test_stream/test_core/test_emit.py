@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -34,6 +35,7 @@ def test_encoding_validates_against_the_contract_and_keeps_every_field() -> None
     ]
     assert rec.items[1].because == []
     assert rec.trigger.model_dump() == {
+        "kind": "event",
         "event_id": "e1",
         "domain": "books",
         "event_time": 1_700_000_000.5,
@@ -44,6 +46,15 @@ def test_encoding_validates_against_the_contract_and_keeps_every_field() -> None
     assert rec.model_version == "v0" and rec.source_domains == ["books", "music"]
     assert rec.generated_at == 1_700_000_001.25 and rec.recommendation_id == "r1"
     assert emitted().contract() == rec
+    # Topic messages keep schema v1's trigger as it was: the kind is left out.
+    assert b'"kind"' not in emitted().to_json()
+
+
+def test_a_request_trigger_names_no_record() -> None:
+    request = EmittedTrigger("request-1", "movies", 1_700_000_002.0, None, None, None, "request")
+    encoded = dataclasses.replace(emitted(), trigger=request).to_json()
+    rec = Recommendation.model_validate_json(encoded)
+    assert rec.trigger.kind == "request" and rec.trigger.offset is None
 
 
 @pytest.mark.parametrize("score", [math.nan, math.inf])
