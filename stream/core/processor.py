@@ -43,6 +43,8 @@ class BatchOutput:
     feedback: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # user_id -> partition of the erasure request: state deleted, changelog tombstoned.
     erased: dict[str, int] = field(default_factory=dict)
+    # (domain, item_id) -> interactions applied (feedback-only events left out): popularity.
+    interactions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -171,6 +173,7 @@ class BatchProcessor:
                 output.feedback[(event.domain, version, event.event_type)] += 1
             if event.event_type in FEEDBACK_ONLY:
                 continue  # an impression or a dismissal: no interaction, no recommendation
+            output.interactions[(event.domain, event.item_id)] += 1
             timeline[event.user_id].append((event.domain, event.item_id))
             scorer = (
                 candidate

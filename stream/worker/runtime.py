@@ -26,7 +26,8 @@ from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
 from stream.core.emit import EmittedRecommendation
-from stream.core.processor import BatchOutput, BatchProcessor
+from stream.core.popularity import POPULARITY_VERSION, PopularityTally, popularity_recommendation
+from stream.core.processor import BatchOutput, BatchProcessor, recommendation_id
 from stream.core.records import SourceRecord
 from stream.core.scorer import Scorer
 from stream.core.scoring import coarse_dtype
@@ -130,6 +131,7 @@ class WorkerRuntime:
         self.started = threading.Event()
         self._last_catalog_refresh = float("-inf")
         self.router = PartitionRouter(settings)
+        self.popularity = PopularityTally()
         self._misrouted_warned_at = float("-inf")
 
     def start(self) -> None:
@@ -331,16 +333,29 @@ class WorkerRuntime:
                 503, "restoring", "this user's partition is being restored; retry", True
             )
         state = self.store.read(query.user_id)
-        if state is None:
-            raise QueryError(404, "unknown_user", "no event of this user has been applied")
-        recommendation = self.processor.recommend(
-            state, query.domain, query.k, query.explain, new_request_id()
+        request_id = new_request_id()
+        recommendation = (
+            self.processor.recommend(state, query.domain, query.k, query.explain, request_id)
+            if state is not None
+            else None
         )
-        if recommendation is None:
-            raise QueryError(
-                404,
-                "no_history",
-                f"the user has no history in the domains that feed {query.domain}",
+        if recommendation is None:  # no history to rank by: the domain's popularity
+            seen = state.seen.get(query.domain, ()) if state is not None else ()
+            items = self.popularity.top(query.domain, query.k, seen)
+            if not items:
+                raise QueryError(
+                    404,
+                    "unknown_user",
+                    "the user has no history in the domains that feed "
+                    f"{query.domain}, and this worker has applied no {query.domain} events yet",
+                )
+            recommendation = popularity_recommendation(
+                recommendation_id(query.user_id, query.domain, request_id, POPULARITY_VERSION),
+                query.user_id,
+                query.domain,
+                items,
+                request_id,
+                time.time(),
             )
         return recommendation.to_json()
 
@@ -388,6 +403,7 @@ class WorkerRuntime:
             offsets,
             decoded={user: state for user, (_, state) in output.states.items()},
         )
+        self.popularity.add(output.interactions)
         stats = BatchStats(
             records=len(records),
             applied=output.applied_by_domain,

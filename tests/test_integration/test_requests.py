@@ -96,10 +96,16 @@ def test_any_worker_answers_for_any_user(kafka_broker: BrokerInfo, tmp_path: Pat
             180,
             alive=lambda: all(w.alive() for w in workers.values()),
         )
+        # Before any event: nothing to rank by, not even popularity.
+        for port in ports.values():
+            status, _, body = _get(port, "/recommendations/movies/nobody-at-all")
+            assert (status, body.get("reason")) == (404, "unknown_user"), body
         events = [
             user_event(settings, user, item, T0 + n)[1]
             for n, (user, item) in enumerate(
-                (user, item) for user in users for item in ("books-0001", "music-0002")
+                (user, item)
+                for user in users
+                for item in ("movies-0005", "books-0001", "music-0002")
             )
         ]
         produce_all(make_producer(settings), events)
@@ -135,10 +141,15 @@ def test_any_worker_answers_for_any_user(kafka_broker: BrokerInfo, tmp_path: Pat
             (f"/recommendations/movies/{users[0]}?explain=maybe", 400, "bad_explain"),
             (f"/recommendations/movies/{users[0]}?color=red", 400, "bad_parameter"),
             ("/recommendations/movies", 404, "not_found"),
-            ("/recommendations/movies/nobody-at-all", 404, "unknown_user"),
         ):
             got, _, body = _get(port_a, path)
             assert (got, body.get("reason")) == (status, reason), path
+        # A user without history gets the domain's popularity, marked as such.
+        for port in ports.values():
+            status, _, body = _get(port, "/recommendations/movies/nobody-at-all?k=3")
+            assert status == 200 and body["model_version"] == "popularity", body
+            assert body["items"][0]["item_id"] == "movies-0005"
+            assert Recommendation.model_validate(body).trigger.kind == "request"
     finally:
         for worker in workers.values():
             worker.stop()
