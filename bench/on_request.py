@@ -13,7 +13,6 @@ the same way: what is left above it is the lookup, the scoring and, forwarded, t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from bench.worker_throughput import (
     publish_items,
     worker_events,
 )
+from stream.devtools.broker import free_port
 from stream.devtools.supervisor import WorkerProcess
 from stream.kafka.topics import key_partition
 from stream.settings import Settings
@@ -86,12 +86,6 @@ time.sleep(3600)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _timed_gets(port: int, users: list[str], count: int) -> np.ndarray:
     """Milliseconds of ``count`` sequential GETs for ``users`` in turn; raises on a non-200."""
     took = []
@@ -117,7 +111,7 @@ def _outcome(took: np.ndarray, note: str = "") -> Outcome:
 
 
 def _constant_peer() -> np.ndarray:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", _CONSTANT_SERVER, str(port)],
         cwd=REPO,
@@ -155,7 +149,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
     settings = deployment(ctx, "requests")
     encoder = bench_encoder(ctx, settings.encoder.max_length)
     sizes = catalog_sizes(ctx, CATALOG_ITEMS)
-    ports = {"worker-a": _free_port(), "worker-b": _free_port()}
+    ports = {"worker-a": free_port(), "worker-b": free_port()}
     workers = []
     for name, port in ports.items():
         own = settings.model_copy(

@@ -175,11 +175,7 @@ class BatchProcessor:
                 continue  # an impression or a dismissal: no interaction, no recommendation
             output.interactions[(event.domain, event.item_id)] += 1
             timeline[event.user_id].append((event.domain, event.item_id))
-            scorer = (
-                candidate
-                if candidate is not None and in_experiment(event.user_id, self.settings)
-                else serving
-            )
+            scorer = self._served_by(event.user_id, serving, candidate)
             for request in self._due_recommendations(scorer, state, event, record):
                 timeline[event.user_id].append(len(pending))
                 pending.append(request)
@@ -325,12 +321,7 @@ class BatchProcessor:
         online comparison), seen and dismissed items left out. None when the user has no
         history in the domains that feed ``target``. Safe beside :meth:`process` (another
         thread): it changes nothing and reads only ``state``."""
-        serving, candidate = self.scorer, self.candidate
-        scorer = (
-            candidate
-            if candidate is not None and in_experiment(state.user_id, self.settings)
-            else serving
-        )
+        scorer = self._served_by(state.user_id, self.scorer, self.candidate)
         sources = self.settings.recommendations.routes.get(target, [])
         now = self.clock()
         trigger = EmittedTrigger(request_id, target, now, None, None, None, "request")
@@ -339,6 +330,12 @@ class BatchProcessor:
             return None
         recommendations, _ = self._score([request], now, k)
         return recommendations[0] if recommendations else None
+
+    def _served_by(self, user_id: str, serving: Scorer, candidate: Scorer | None) -> Scorer:
+        """The version ``user_id`` is served: the candidate for a user in its share."""
+        if candidate is not None and in_experiment(user_id, self.settings):
+            return candidate
+        return serving
 
     def _score(
         self, pending: list[_PendingRecommendation], now: float, k: int | None = None

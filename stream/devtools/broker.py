@@ -276,7 +276,8 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _free_port(exclude: int | None = None) -> int:
+def free_port(exclude: int | None = None) -> int:
+    """A loopback port nothing listens on now (a server started next may take it)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((HOST, 0))
@@ -646,17 +647,17 @@ def start_broker(
         java, libs = _kafka_runtime(cache_dir)
 
         if port is None:
-            port = _free_port()
+            port = free_port()
         elif not _port_free(port):
             raise RuntimeError(
                 f"port {port} on {HOST} is in use: pick another port or pass port=None"
             )
-        controller_port = _free_port(exclude=port)
+        controller_port = free_port(exclude=port)
         sasl_port = None
         if scram_users:
-            sasl_port = _free_port(exclude=port)
+            sasl_port = free_port(exclude=port)
             while sasl_port == controller_port:
-                sasl_port = _free_port(exclude=port)
+                sasl_port = free_port(exclude=port)
         props = server_properties(data_dir, port, controller_port, extra_properties, sasl_port)
         (data_dir / PROPERTIES_FILE).write_text(_render_properties(props))
         info = _launch(

@@ -77,8 +77,7 @@ class UserStateStore:
                 state = self._cache.pop(user_id, None)
             if state is not None:
                 return state
-        raw = self._db.get(self._user_key(user_id))
-        return UserState.from_bytes(raw) if raw is not None else None
+        return self.read(user_id)
 
     def read(self, user_id: str) -> UserState | None:
         """The user's state as last written, decoded afresh from RocksDB for a reader beside

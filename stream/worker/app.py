@@ -176,7 +176,7 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
             executor,
             runtime.assign_partitions,
             {tp.partition for tp in assigned if tp.topic in inputs},
-            partition_owners(app, settings),
+            partition_owners(app, inputs),
         )
         future.add_done_callback(_log_failed_restore)
 
@@ -198,20 +198,19 @@ def create_app(settings: Settings, log_level: str = "info") -> tuple[faust.App, 
 UNREACHABLE = ".unreachable.invalid"
 
 
-def partition_owners(app: faust.App, settings: Settings) -> dict[int, str]:
-    """Event partition -> the URL of the worker that owns it, from the assignment faust
-    shares with the group (each member's canonical URL); unreachable workers left out."""
-    events = {settings.topics.events(domain) for domain in settings.domains}
+def partition_owners(app: faust.App, topics: set[str]) -> dict[int, str]:
+    """Partition of ``topics`` -> the URL of the worker that owns it, from the assignment
+    faust shares with the group (each member's canonical URL); unreachable workers left out."""
     try:
         distribution = app.assignor.external_topics_metadata()  # type: ignore[attr-defined]
     except AttributeError:
         return {}
     return {
         partition: url
-        for url, topics in distribution.items()
+        for url, assigned in distribution.items()
         if not url.split("/")[2].endswith(UNREACHABLE)
-        for topic, partitions in topics.items()
-        if topic in events
+        for topic, partitions in assigned.items()
+        if topic in topics
         for partition in partitions
     }
 

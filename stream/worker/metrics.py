@@ -272,7 +272,6 @@ _STATUS = {
     404: "404 Not Found",
     503: "503 Service Unavailable",
 }
-_OPEN_PATHS = ("/healthz", "/ready")  # probes ask without a token
 
 
 def serve_registry(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -17,6 +16,7 @@ import pytest
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import write_sample_dataset
+from stream.devtools.broker import free_port
 from stream.kafka.transport import OutgoingMessage
 from stream.settings import Settings
 from testkit.deployment import REPO, WorkerProcess, produce, read_topic, require_binary, user_event
@@ -26,15 +26,9 @@ pytestmark = pytest.mark.integration
 T0 = 1_704_067_200.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PrometheusServer:
     def __init__(self, directory: Path, targets: list[str]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         for name in ("recording_rules.yml", "alert_rules.yml"):
             shutil.copy(REPO / "deploy" / "prometheus" / name, directory / name)

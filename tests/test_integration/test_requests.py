@@ -5,7 +5,6 @@ without naming users in its log, and with a reason for every bad request."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +17,7 @@ from schemas import Recommendation
 from stream.data.dataset import Dataset
 from stream.data.replay import replay_dataset
 from stream.data.sample import write_sample_dataset
-from stream.devtools.broker import BrokerInfo
+from stream.devtools.broker import BrokerInfo, free_port
 from stream.kafka.topics import key_partition
 from stream.kafka.transport import make_producer, produce_all
 from testkit import guarantees
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.integration
 PARTITIONS = 4
 TOKEN = "s3cret-token"
 T0 = 1_704_067_200.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, dict, dict]:
@@ -71,7 +64,7 @@ def test_any_worker_answers_for_any_user(kafka_broker: BrokerInfo, tmp_path: Pat
     )
     sample = write_sample_dataset(tmp_path / "sample")
     replay_dataset(settings, Dataset(sample), include_events=False, progress=False)
-    ports = {"worker-a": _free_port(), "worker-b": _free_port()}
+    ports = {"worker-a": free_port(), "worker-b": free_port()}
     workers = {
         name: WorkerProcess(
             guarantees.worker_settings(settings, name).model_copy(
