@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 
 from bench import (
+    ann,
     ceiling,
     encoder_speed,
     faust_noop,
@@ -53,6 +54,7 @@ MODULES: tuple[ModuleType, ...] = (
     training_speed,
     encoder_speed,
     topk,
+    ann,
 )
 
 log = logging.getLogger("bench")

@@ -85,6 +85,7 @@ class Sizes:
     topk_items: int
     topk_queries: int
     topk_repeats: int
+    ann_items: int  # the approximate top-K row's synthetic catalog
     start_timeout_s: float
     min_events_per_s: float  # below this a wait for output gives up: the bound on wall time
     swap_events: int  # the hot-swap row streams these, the new version announced half-way
@@ -105,6 +106,7 @@ QUICK = Sizes(
     topk_items=100_000,
     topk_queries=256,
     topk_repeats=3,
+    ann_items=300_000,
     start_timeout_s=120.0,
     min_events_per_s=200.0,
     swap_events=4_000,
@@ -125,6 +127,7 @@ FULL = Sizes(
     topk_items=100_000,
     topk_queries=256,
     topk_repeats=7,
+    ann_items=1_000_000,
     start_timeout_s=300.0,
     min_events_per_s=200.0,
     swap_events=6_000,

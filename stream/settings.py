@@ -155,6 +155,12 @@ class RecommendationSettings(BaseModel):
     # First pass of top-K over the whole catalog in bfloat16, the shortlist rescored in float32
     # ("auto": where the CPU has native bfloat16 arithmetic; see stream/core/scoring.py).
     coarse_scoring: Literal["auto", "bfloat16", "off"] = "auto"
+    # A domain with at least this many items gets an approximate nearest-neighbour index for
+    # top-K's first pass, whose shortlist is scored exactly (stream/core/ann.py; the size is
+    # where it measured faster than the exact pass, bench/ann.py); 0 keeps every domain exact.
+    approximate_min_items: int = Field(default=100_000, ge=0)
+    # The recall@10 against exact top-K that an approximate index is calibrated to reach.
+    approximate_recall: float = Field(default=0.97, gt=0, le=1)
 
 
 _EVENT_LIMITS = EventLimits()

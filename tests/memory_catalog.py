@@ -13,6 +13,7 @@ class MemoryCatalog:
 
     def __init__(self, vectors: dict[tuple[str, str], np.ndarray]) -> None:
         self.vectors = vectors
+        self.approximate = None  # every domain is scored exactly
         self.items: dict[str, list[str]] = {}
         for domain, item in vectors:
             self.items.setdefault(domain, []).append(item)

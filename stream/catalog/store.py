@@ -5,6 +5,11 @@ restarts, so a worker that restarts re-reads the catalog topic but encodes nothi
 has. In memory, each domain keeps a growable matrix whose prefix is handed to the scorer
 without copying, and, when the scorer's first pass runs in low precision, a copy in that dtype
 updated row by row. Thread-safe: the catalog reader and the batch processor both write here.
+
+A domain with at least ``ApproximateConfig.min_items`` items also keeps an approximate index
+(:mod:`stream.core.ann`) in place of the low-precision copy: built when the catalog is loaded,
+or by a background thread when the domain grows past the size (and again once stale entries
+pile up); items added or changed meanwhile are added to it as they arrive.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 from rocksdict import Options, Rdict
 
+from stream.core.ann import ApproximateConfig, ApproximateIndex
 from stream.core.items import DIGEST_BYTES
 from stream.core.scoring import DomainIndex
 
@@ -37,6 +43,9 @@ class _DomainTable:
     matrix: np.ndarray = field(init=False)
     active: np.ndarray = field(init=False)
     coarse: torch.Tensor | None = field(init=False)
+    approximate: ApproximateIndex | None = None
+    # Rows written while a background build of the approximate index runs (None: no build).
+    written_during_build: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.matrix = np.zeros((16, self.dimension), dtype=np.float32)
@@ -47,7 +56,8 @@ class _DomainTable:
             else None
         )
 
-    def upsert(self, item_id: str, digest: bytes, vector: np.ndarray) -> None:
+    def upsert(self, item_id: str, digest: bytes, vector: np.ndarray) -> int:
+        """Write the item's row; returns its row number."""
         position = self.positions.get(item_id)
         if position is None:
             position = len(self.item_ids)
@@ -66,6 +76,30 @@ class _DomainTable:
         self.active[position] = True
         if self.coarse is not None:
             self.coarse[position] = torch.from_numpy(self.matrix[position])
+        if self.written_during_build is not None:
+            self.written_during_build.append(position)
+        return position
+
+    @property
+    def rows(self) -> int:
+        return len(self.item_ids)
+
+    def index_rows(self, positions: list[int], indexed_before: int) -> None:
+        """Add written rows to the approximate index (rows below ``indexed_before`` were in it
+        already and leave a stale entry)."""
+        if self.approximate is None or not positions:
+            return
+        unique = sorted(set(positions))
+        self.approximate.add(np.asarray(unique), self.matrix[unique])
+        self.approximate.replaced(sum(1 for position in unique if position < indexed_before))
+
+    def adopt(self, built: ApproximateIndex, indexed_rows: int) -> None:
+        """Take a freshly built index; rows written since its snapshot are added to it."""
+        written = self.written_during_build or []
+        self.written_during_build = None
+        self.approximate = built
+        self.coarse = None  # the approximate index replaces the low-precision copy
+        self.index_rows(written + list(range(indexed_rows, self.rows)), indexed_rows)
 
 
 class ItemCatalog:
@@ -77,6 +111,7 @@ class ItemCatalog:
         fingerprint: str,
         dimension: int,
         coarse_dtype: torch.dtype | None = None,
+        approximate: ApproximateConfig | None = None,
     ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
@@ -84,6 +119,7 @@ class ItemCatalog:
         self.fingerprint = fingerprint
         self.dimension = dimension
         self.coarse_dtype = coarse_dtype
+        self.approximate = approximate if approximate and approximate.min_items > 0 else None
         self._tables: dict[str, _DomainTable] = {}
         self._lock = threading.Lock()
 
@@ -108,7 +144,48 @@ class ItemCatalog:
                 loaded += 1
                 iterator.next()
         log.info("item embeddings loaded items=%d domains=%d", loaded, len(self._tables))
+        for domain, table in list(self._tables.items()):
+            if self._wants_approximate(table):
+                table.written_during_build = []
+                self._build_approximate(domain)
         return loaded
+
+    def _wants_approximate(self, table: _DomainTable) -> bool:
+        """True when the domain should get a (new) approximate index and none is being built."""
+        if self.approximate is None or table.written_during_build is not None:
+            return False
+        if table.approximate is None:
+            return table.rows >= self.approximate.min_items
+        return table.approximate.needs_rebuild
+
+    def _build_approximate(self, domain: str) -> None:
+        """Build the domain's approximate index from a snapshot of its rows, outside the lock;
+        rows written meanwhile are added when it is adopted. The caller has marked the build
+        as started (``written_during_build = []``) under the lock."""
+        assert self.approximate is not None
+        with self._lock:
+            table = self._tables[domain]
+            rows = table.rows
+            matrix = table.matrix[:rows]  # rows changed meanwhile are re-added on adoption
+            active = table.active[:rows].copy()
+            table.written_during_build = []  # rows written from this snapshot on
+        try:
+            built = ApproximateIndex.build(matrix, active, self.approximate)
+        except Exception:
+            log.exception("approximate index build failed domain=%s: scoring stays exact", domain)
+            with self._lock:
+                table.written_during_build = None
+            return
+        with self._lock:
+            table.adopt(built, rows)
+        log.info("approximate index in use domain=%s rows=%d", domain, rows)
+
+    def _start_build(self, domain: str) -> None:
+        """Mark a build as started and run it on a thread (called under the lock)."""
+        self._tables[domain].written_during_build = []
+        threading.Thread(
+            target=self._build_approximate, args=(domain,), name=f"xdrec-ann-{domain}", daemon=True
+        ).start()
 
     def _table(self, domain: str) -> _DomainTable:
         table = self._tables.get(domain)
@@ -136,8 +213,14 @@ class ItemCatalog:
             self._db[self._key(domain, item_id)] = digest + vector.tobytes()
         with self._lock:
             table = self._table(domain)
-            for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True):
+            indexed_before = table.rows
+            written = [
                 table.upsert(item_id, digest, vector)
+                for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True)
+            ]
+            table.index_rows(written, indexed_before)
+            if self._wants_approximate(table):
+                self._start_build(domain)
 
     def remove(self, domain: str, item_id: str) -> None:
         """A catalog tombstone: the item is no longer recommended."""
@@ -190,6 +273,7 @@ class ItemCatalog:
                 matrix=table.matrix[:rows],
                 active=table.active[:rows].copy(),
                 coarse=table.coarse[:rows] if table.coarse is not None else None,
+                approximate=table.approximate,
             )
 
     def counts(self) -> dict[str, int]:

@@ -11,10 +11,16 @@ float32. The returned items and scores are the float32 ones: the shortlist misse
 exact top k only when bfloat16's error (about 0.004 in cosine) reorders an item across more
 than ``margin`` places, and a test compares both paths. Over large catalogs the shortlist is
 picked from the blocks of columns with the best maxima (``top_columns``), not the whole row.
+
+Over catalogs large enough to carry an approximate index (:mod:`stream.core.ann`) the
+shortlist comes from that index instead, widened by the number of items a query excludes and,
+when the index has a bias, joined by the items with the largest bias; the exact pass is the
+same. A query left with fewer than ``k`` candidates after masking is ranked exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stream.core.ann import ApproximateIndex
 from stream.cpu import has_bfloat16_arithmetic
 
 COARSE_MIN_ITEMS = 2_048  # below this the exact product costs about as much as the shortlist
@@ -54,6 +61,10 @@ class DomainIndex:
     coarse: torch.Tensor | None = None  # (rows, dim) low-precision copy for the first pass
     # (rows,) float32 added to every query's scores (a popularity prior), or None.
     bias: np.ndarray | None = None
+    # An approximate first pass over the rows (large catalogs), or None to scan them all.
+    approximate: ApproximateIndex | None = None
+    # Rows by decreasing bias (at least the shortlist's width of them), when there is a bias.
+    bias_order: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -95,6 +106,8 @@ def top_k(
             if position is not None:
                 rows.append(row)
                 columns.append(position)
+    if index.approximate is not None:
+        return _approximate_top_k(index, queries, exclude, rows, columns, k)
     if index.coarse is not None and index.size >= COARSE_MIN_ITEMS:
         scores, candidates = _shortlist(index, queries, rows, columns, k)
     else:
@@ -119,6 +132,13 @@ def _shortlist(
     width = min(index.size, k * COARSE_MARGIN_FACTOR + 16)
     values, picked = top_columns(coarse, width)
     candidates = picked.numpy()
+    exact = _exact_scores(index, queries, candidates)
+    exact[~torch.isfinite(values).numpy()] = -np.inf
+    return exact, candidates
+
+
+def _exact_scores(index: DomainIndex, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Float32 scores (bias included) of each query's candidate rows."""
     exact = np.empty(candidates.shape, dtype=np.float32)
     for start in range(0, len(queries), _CHUNK_ROWS):
         end = start + _CHUNK_ROWS
@@ -126,8 +146,56 @@ def _shortlist(
         exact[start:end] = np.matmul(vectors, queries[start:end, :, None])[..., 0]
     if index.bias is not None:
         exact += index.bias[candidates]
-    exact[~torch.isfinite(values).numpy()] = -np.inf
-    return exact, candidates
+    return exact
+
+
+def _approximate_top_k(
+    index: DomainIndex,
+    queries: np.ndarray,
+    exclude: Sequence[Collection[str]],
+    rows: list[int],
+    columns: list[int],
+    k: int,
+) -> list[list[tuple[str, float]]]:
+    """Top-K from the approximate index's shortlist, rescored and masked exactly."""
+    assert index.approximate is not None
+    widest_exclusion = max((len(excluded) for excluded in exclude), default=0)
+    width = min(index.size, index.approximate.width(k) + widest_exclusion)
+    candidates = index.approximate.search(queries, width)
+    if index.bias is not None:
+        order = index.bias_order
+        if order is None or len(order) < width:
+            order = np.argpartition(-index.bias, width - 1)[:width]
+        favoured = np.broadcast_to(order[:width], (len(queries), min(width, len(order))))
+        candidates = np.concatenate([candidates, favoured], axis=1)
+    # Rows added after this snapshot, padding (-1) and duplicates (an item indexed twice, or
+    # both found and favoured) are dropped; then removed and excluded rows are masked.
+    candidates.sort(axis=1)
+    invalid = (candidates < 0) | (candidates >= index.size)
+    invalid[:, 1:] |= candidates[:, 1:] == candidates[:, :-1]
+    candidates[invalid] = 0
+    exact = _exact_scores(index, queries, candidates)
+    invalid |= ~index.active[candidates]
+    if rows:
+        excluded_keys = np.asarray(rows, dtype=np.int64) * index.size + np.asarray(columns)
+        keys = np.arange(len(queries), dtype=np.int64)[:, None] * index.size + candidates
+        invalid |= np.isin(keys, excluded_keys)
+    exact[invalid] = -np.inf
+    ranked = _ranked(exact, candidates, index.item_ids, k)
+    short = [row for row, found in enumerate(ranked) if len(found) < k]
+    if short:
+        # Only rows that could have had more: not every item is excluded or removed.
+        available = int(np.count_nonzero(index.active))
+        short = [row for row in short if available - len(exclude[row]) > len(ranked[row])]
+    if short:
+        exhaustive = dataclasses.replace(index, approximate=None)
+        for row, found in zip(
+            short,
+            top_k(exhaustive, queries[short], [exclude[row] for row in short], k),
+            strict=True,
+        ):
+            ranked[row] = found
+    return ranked
 
 
 def top_columns(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:

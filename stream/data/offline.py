@@ -14,6 +14,7 @@ from pathlib import Path
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
+from stream.core.ann import ApproximateConfig
 from stream.core.processor import BatchProcessor
 from stream.core.records import SourceRecord, origin_of
 from stream.core.scoring import coarse_dtype
@@ -70,6 +71,7 @@ def replay_topics(settings: Settings, encoder: TextEncoder | None = None) -> dic
             encoder.fingerprint,
             encoder.dimension,
             coarse_dtype(settings.recommendations.coarse_scoring),
+            ApproximateConfig.from_settings(settings.recommendations),
         )
         processor = BatchProcessor(settings, catalog, encoder)
         reader = CatalogReader(settings, catalog, encoder, processor.validator, lambda _: None)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream.core.ann import shortlist_width
 from stream.core.scorer import ItemEmbeddings, ZeroShotScorer
 from stream.core.scoring import DomainIndex
 from stream.core.state import UserState
@@ -69,6 +70,7 @@ class PriorScorer(ZeroShotScorer):
         self.prior = prior
         self.version = version
         self._bias: dict[str, np.ndarray] = {}
+        self._bias_order: dict[str, np.ndarray] = {}  # rows by decreasing bias, for large domains
 
     def index(self, target: str) -> DomainIndex:
         index = self.items.index(target)
@@ -78,7 +80,13 @@ class PriorScorer(ZeroShotScorer):
             fresh = self.prior.bias(target, index.item_ids[done : index.size])
             bias = fresh if bias is None else np.concatenate([bias, fresh])
             self._bias[target] = bias
-        return dataclasses.replace(index, bias=bias[: index.size])
+            self._bias_order.pop(target, None)
+        if index.approximate is not None and target not in self._bias_order:
+            width = shortlist_width(self.settings.recommendations.top_k) * 4
+            self._bias_order[target] = np.argsort(-bias, kind="stable")[:width]
+        return dataclasses.replace(
+            index, bias=bias[: index.size], bias_order=self._bias_order.get(target)
+        )
 
     def weight(self, state: UserState, target: str) -> float:
         return self.prior.weight(state, target)

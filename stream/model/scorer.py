@@ -2,8 +2,9 @@
 
 Built off the hot path when a new version arrives: the artifact is validated, the model gets
 the worker's own text embeddings for its items, and every catalog item of the target domains
-is projected once (items newer than the model get the text-only adaptor). The runtime then
-swaps one reference between batches.
+is projected once (items newer than the model get the text-only adaptor), and a domain large
+enough gets an approximate index over its projections. The runtime then swaps one reference
+between batches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from stream.catalog.store import ItemCatalog
+from stream.core.ann import ApproximateIndex
 from stream.core.explain import TermExplainer
 from stream.core.scoring import DomainIndex
 from stream.core.state import Interaction, UserState
@@ -52,6 +54,7 @@ class ModelScorer:
             if vector is not None and vector.shape[0] == text.shape[1]:
                 text[row] = vector
         self.model.text.copy_(torch.as_tensor(text))
+        self.approximate = catalog.approximate  # large domains get their own index of projections
         self.indexes = {target: self._project(catalog.index(target)) for target in targets}
         log.info(
             "model projected version=%s items=%s seconds=%.2f",
@@ -65,12 +68,19 @@ class ModelScorer:
         matrix = project_items(
             self.model, self.space, catalog_index.domain, ids, catalog_index.matrix
         )
+        config = self.approximate
+        approximate = (
+            ApproximateIndex.build(matrix, catalog_index.active, config)
+            if config is not None and len(ids) >= config.min_items
+            else None
+        )
         return DomainIndex(
             catalog_index.domain,
             ids,
             {item: i for i, item in enumerate(ids)},
             matrix,
             catalog_index.active,
+            approximate=approximate,
         )
 
     def query(self, state: UserState, target: str, sources: list[str]) -> np.ndarray | None:

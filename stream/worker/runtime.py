@@ -25,6 +25,7 @@ from schemas import ZERO_SHOT_VERSION, DeadLetter
 from stream.catalog.encoder import TextEncoder
 from stream.catalog.reader import CatalogReader
 from stream.catalog.store import ItemCatalog
+from stream.core.ann import ApproximateConfig
 from stream.core.emit import EmittedRecommendation
 from stream.core.popularity import POPULARITY_VERSION, PopularityTally, popularity_recommendation
 from stream.core.processor import BatchOutput, BatchProcessor, recommendation_id
@@ -164,6 +165,7 @@ class WorkerRuntime:
             self.encoder.fingerprint,
             self.encoder.dimension,
             coarse_dtype(settings.recommendations.coarse_scoring),
+            ApproximateConfig.from_settings(settings.recommendations),
         )
         self.catalog.load()
         self.processor = BatchProcessor(
