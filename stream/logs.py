@@ -15,5 +15,5 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "faust", "mode", "transformers", "httpx"):
+    for noisy in ("aiokafka", "faust", "mode", "transformers", "httpx", "faiss"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -8,9 +8,11 @@ all-MiniLM-L6-v2 by default). Callers keep the embeddings; this module caches no
 On the CPU the model can run in a lower precision (``precision``): bfloat16 where the CPU has
 AMX (about 2.8x the float32 rate on 2 Sapphire Rapids cores, mean cosine 0.99995 to float32), or
 int8 dynamic quantization (about 1.5x, mean cosine about 0.993, and an item's vector then shifts
-slightly with the batch it is encoded in). ``auto`` takes bfloat16 only where AMX is present:
-with AVX512-BF16 alone it is no faster than float32, and without either it is several times
-slower. On a GPU ``auto`` is float16 (tensor cores), and float32 and bfloat16 can be asked for.
+slightly with the batch it is encoded in). ``auto`` takes bfloat16 where AMX is present (with
+AVX512-BF16 alone it is no faster than float32, and without either it is several times
+slower); elsewhere, on a CPU with VNNI, it measures int8 against float32 on this CPU and keeps
+it when it is faster at a mean cosine of at least 0.99 (``stream.catalog.precision``). On a GPU
+``auto`` is float16 (tensor cores), and float32 and bfloat16 can be asked for.
 bench/encoder_speed.py measures each mode against sentence-transformers.
 
 Texts are sorted by length and batched; the batches are tokenized by the Rust tokenizer in
@@ -20,8 +22,10 @@ batches before them, and the pooled vectors stay on the device until one copy ba
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -40,6 +44,14 @@ import torch  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
+from stream.catalog.precision import (  # noqa: E402
+    ROUNDS,
+    choose_precision,
+    precision_memory_path,
+    probe_texts,
+    read_remembered_precision,
+    remember_precision,
+)
 from stream.cpu import has_amx_bfloat16, has_int8_vnni  # noqa: E402
 from stream.settings import EncoderSettings  # noqa: E402
 
@@ -116,6 +128,23 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
+def auto_candidates(requested: str, device: torch.device) -> tuple[str, ...]:
+    """The precisions ``auto`` measures against float32 on this device (none: no choice)."""
+    if requested != "auto" or device.type != "cpu":
+        return ()
+    native = native_cpu_precisions()
+    if "bfloat16" in native:  # AMX: bfloat16 is the fast path (resolve_precision takes it)
+        return ()
+    return tuple(precision for precision in ("int8",) if precision in native)
+
+
+def _converted(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The float32 model in ``precision`` (in place where it can be)."""
+    if precision == "int8":
+        return _quantize_int8(model)
+    return model.to(DTYPES[precision])
+
+
 class _FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):
     """Dynamic int8 linear with 8-bit activations: torch's default quantizes them to 7 bits
     (``reduce_range``, for CPUs without VNNI), which takes all-MiniLM-L6-v2's mean cosine from
@@ -178,10 +207,6 @@ class TextEncoder:
             ) from exc
         # The folder's own dtype does not decide: a float16 copy of a model still runs float32.
         self.model.eval().to(self.device, torch.float32)
-        if self.precision == "int8":
-            self.model = _quantize_int8(self.model)
-        else:
-            self.model.to(DTYPES[self.precision])
         # A copy of the Rust tokenizer, set up once: transformers' wrapper resets its settings
         # on each call. A folder with a Python-only tokenizer uses the wrapper, in one thread.
         self._backend: Tokenizer | None = None
@@ -191,17 +216,22 @@ class TextEncoder:
             self._backend.enable_truncation(max_length)
             self._backend.enable_padding(pad_id=self.tokenizer.pad_token_id or 0)
             self._tokenize_threads = max(1, min(16, os.cpu_count() or 1))
+        self._lock = threading.Lock()
         self.dimension = int(self.model.config.hidden_size)
+        key = config_file.read_bytes() + f"|max_length={max_length}".encode()
+        candidates = auto_candidates(precision, self.device)
+        if candidates:
+            self.precision = self._measured_precision(candidates, key)
+        else:
+            self.model = _converted(self.model, self.precision)
         # Packaged models sit in a folder called "model": name them by their package instead.
         folder = self.model_path
         self.name = folder.parent.name if folder.name == "model" else folder.name
         # Embeddings are only comparable under the same model, truncation and precision; float32
         # keeps the fingerprint it had before precisions existed, so its stored items stay valid.
-        key = config_file.read_bytes() + f"|max_length={max_length}".encode()
         if self.precision != "float32":
             key += f"|precision={self.precision}".encode()
         self.fingerprint = hashlib.sha256(key).hexdigest()[:16]
-        self._lock = threading.Lock()
         log.info(
             "encoder loaded model=%s device=%s precision=%s dim=%d seconds=%.2f",
             self.name,
@@ -210,6 +240,34 @@ class TextEncoder:
             self.dimension,
             time.perf_counter() - started,
         )
+
+    def _measured_precision(self, candidates: tuple[str, ...], key: bytes) -> str:
+        """``auto``'s precision on this CPU: remembered per model and CPU once measured (so
+        that the fingerprint, and the stored items it names, do not change between runs)."""
+        remembered = precision_memory_path(key)
+        chosen = read_remembered_precision(remembered, candidates)
+        if chosen is None:
+            float32_model = self.model
+
+            def encode(precision: str, texts: Sequence[str]) -> tuple[np.ndarray, float]:
+                self.model = _converted(copy.deepcopy(float32_model), precision)
+                try:
+                    vectors = self.encode(texts)  # once untimed: allocations, packing
+                    best = math.inf
+                    for _ in range(ROUNDS):
+                        started = time.perf_counter()
+                        vectors = self.encode(texts)
+                        best = min(best, time.perf_counter() - started)
+                    return vectors, best
+                finally:
+                    self.model = float32_model
+
+            chosen, _ = choose_precision(encode, candidates, probe_texts())
+            remember_precision(remembered, chosen)
+        else:
+            log.info("encoder precision remembered precision=%s file=%s", chosen, remembered)
+        self.model = _converted(self.model, chosen)
+        return chosen
 
     @classmethod
     def from_settings(cls, settings: EncoderSettings) -> TextEncoder:

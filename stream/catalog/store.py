@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rocksdict import Options, Rdict
+from rocksdict import Options, Rdict, WriteBatch
 
 from stream.core.ann import ApproximateConfig, ApproximateIndex
 from stream.core.items import DIGEST_BYTES
@@ -209,8 +209,7 @@ class ItemCatalog:
         if not item_ids:
             return
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
-        for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True):
-            self._db[self._key(domain, item_id)] = digest + vector.tobytes()
+        self.persist(domain, item_ids, digests, vectors)
         with self._lock:
             table = self._table(domain)
             indexed_before = table.rows
@@ -221,6 +220,16 @@ class ItemCatalog:
             table.index_rows(written, indexed_before)
             if self._wants_approximate(table):
                 self._start_build(domain)
+
+    def persist(
+        self, domain: str, item_ids: list[str], digests: list[bytes], vectors: np.ndarray
+    ) -> None:
+        """Write items to disk only: what a bulk import does, and what ``add`` does first."""
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        batch = WriteBatch(raw_mode=True)
+        for item_id, digest, vector in zip(item_ids, digests, vectors, strict=True):
+            batch.put(self._key(domain, item_id), digest + vector.tobytes())
+        self._db.write(batch)
 
     def remove(self, domain: str, item_id: str) -> None:
         """A catalog tombstone: the item is no longer recommended."""

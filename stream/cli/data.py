@@ -35,6 +35,31 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     consume.set_defaults(handler=_consume)
 
+    catalog = commands.add_parser(
+        "catalog", help="item embeddings computed elsewhere: import them, or make a synthetic set"
+    )
+    actions = catalog.add_subparsers(dest="action", required=True)
+    imported = actions.add_parser(
+        "import",
+        help="write precomputed embeddings into a stopped worker's item store "
+        "(row n of --vectors is the item on line n of --items)",
+    )
+    imported.add_argument("--items", type=Path, required=True, help="items.jsonl (dataset format)")
+    imported.add_argument("--vectors", type=Path, required=True, help=".npy float32 matrix")
+    imported.add_argument("--name", help="the worker's name (worker.name)")
+    imported.add_argument("--state-dir", type=Path, help="the worker's worker.state_dir")
+    imported.set_defaults(handler=_catalog_import)
+    synthesize = actions.add_parser(
+        "synthesize",
+        help="a synthetic catalog for load tests: a dataset folder with no interactions, and "
+        "vectors.npy to import (stream/data/synthetic.py)",
+    )
+    synthesize.add_argument("--items", type=int, required=True)
+    synthesize.add_argument("--out", type=Path, required=True)
+    synthesize.add_argument("--domain", action="append", help="repeat for several (default: all)")
+    synthesize.add_argument("--seed", type=int, default=0)
+    synthesize.set_defaults(handler=_catalog_synthesize)
+
     schemas = commands.add_parser("schemas", help="write the JSON Schema files")
     schemas.add_argument("action", choices=["export"])
     schemas.set_defaults(handler=_schemas)
@@ -101,4 +126,42 @@ def _schemas(args: argparse.Namespace) -> int:
 
     for path in export_schemas():
         print(path)
+    return 0
+
+
+def _catalog_import(args: argparse.Namespace) -> int:
+    from stream.catalog.bulk import import_embeddings
+    from stream.catalog.encoder import TextEncoder
+
+    settings = settings_of(args)
+    encoder = TextEncoder.from_settings(settings.encoder)  # its fingerprint and dimension
+    store = settings.worker.state_dir / settings.worker.name / "items"
+    stats = import_embeddings(
+        store,
+        encoder.fingerprint,
+        encoder.dimension,
+        args.items,
+        args.vectors,
+        set(settings.domains),
+    )
+    print(
+        f"imported items={stats.items} domains={stats.domains} store={store} "
+        f"fingerprint={encoder.fingerprint} seconds={stats.seconds:.1f}"
+    )
+    return 0
+
+
+def _catalog_synthesize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from stream.catalog.encoder import TextEncoder
+    from stream.data.synthetic import synthetic_catalog, write_synthetic_dataset
+
+    settings = settings_of(args)
+    domains = tuple(args.domain or settings.domains)
+    dimension = TextEncoder.from_settings(settings.encoder).dimension
+    catalog = synthetic_catalog(args.items, domains, args.seed)
+    write_synthetic_dataset(catalog, args.out)
+    np.save(args.out / "vectors.npy", catalog.vectors(dimension, args.seed), allow_pickle=False)
+    print(f"wrote {args.items} items of {', '.join(domains)} and vectors.npy to {args.out}")
     return 0

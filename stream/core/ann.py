@@ -98,14 +98,23 @@ class ApproximateIndex:
             built.add(np.arange(start, end), matrix[start:end])
         built.calibrate(matrix, active, config, rng)
         log.info(
-            "approximate index built rows=%d lists=%d probes=%d recall_at_10=%.4f seconds=%.1f",
+            "approximate index built rows=%d lists=%d probes=%d shortlist=%d recall_at_10=%.4f "
+            "index_mib=%.1f seconds=%.1f",
             rows,
             lists,
             built.probes,
+            built.width(CALIBRATION_K),
             built.recall,
+            built.nbytes / 2**20,
             time.perf_counter() - started,
         )
         return built
+
+    @property
+    def nbytes(self) -> int:
+        """The index's size serialized: its codes, ids and coarse centroids."""
+        with self._lock:
+            return int(faiss.serialize_index(self._index).nbytes)
 
     @property
     def lists(self) -> int:

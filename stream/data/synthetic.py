@@ -100,3 +100,18 @@ def synthetic_catalog(
         titles.append(title)
         texts.append(text)
     return SyntheticCatalog(item_ids, item_domains, titles, texts, parts, part_count)
+
+
+def write_synthetic_dataset(catalog: SyntheticCatalog, directory: Path) -> Path:
+    """The catalog as a dataset folder without interactions (``xdrec replay --dataset DIR
+    --no-events`` publishes it to the catalog topics)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "items.jsonl").open("w", encoding="utf-8") as out:
+        for item_id, domain, title, text in zip(
+            catalog.item_ids, catalog.domains, catalog.titles, catalog.texts, strict=True
+        ):
+            row = {"item_id": item_id, "domain": domain, "title": title, "text": text}
+            out.write(json.dumps(row) + "\n")
+    (directory / "interactions.jsonl").write_text("")
+    (directory / "splits.json").write_text("{}")
+    return directory
