@@ -107,11 +107,13 @@ class EncoderSettings(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     device: str = "auto"
     # "auto": on a GPU float16; on the CPU bfloat16 where it has AMX (about 2.8x float32, cosine
-    # 0.99995); else, where the CPU has VNNI, int8 if it measures at least 1.2x float32 at a mean
-    # cosine of 0.99 on this CPU (stream/catalog/precision.py; measured once, then remembered),
-    # otherwise float32. "int8" (CPU with VNNI) measured 1.5x-2.9x, cosine about 0.993.
+    # 0.99995), else float32: a text's vector then depends on the text alone. "fastest": as
+    # auto, but on a CPU with VNNI int8 when it measures at least 1.2x float32 at a mean cosine
+    # of 0.99 on this CPU (stream/catalog/precision.py; measured once, then remembered); int8's
+    # vectors move slightly with their batch, so streaming and offline results no longer agree
+    # exactly. "int8" (CPU with VNNI) measured 1.5x-2.9x float32, cosine about 0.993.
     # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
-    precision: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
+    precision: Literal["auto", "fastest", "float32", "bfloat16", "float16", "int8"] = "auto"
 
 
 class InterestSettings(BaseModel):

@@ -74,8 +74,11 @@ class TrainerService:
         self.progress = progress
         self.metrics_port: int | None = None
         if settings.metrics.enabled:
+            token = settings.metrics.token
             self.metrics_port = self.metrics.serve(
-                settings.metrics.address, settings.trainer.metrics_port
+                settings.metrics.address,
+                settings.trainer.metrics_port,
+                token.get_secret_value() if token is not None else None,
             )
 
     def run(self, stop: threading.Event | None = None, max_jobs: int | None = None) -> int:

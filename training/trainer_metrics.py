@@ -108,5 +108,6 @@ class TrainerMetrics:
         for reason in FAILURE_REASONS:
             self.failures.labels(reason)
 
-    def serve(self, address: str, port: int) -> int:
-        return serve_registry(self.registry, address, port)
+    def serve(self, address: str, port: int, token: str | None = None) -> int:
+        """/metrics (behind ``token`` when set, as the workers'), /healthz and /ready."""
+        return serve_registry(self.registry, address, port, token=token)

@@ -10,9 +10,10 @@ AMX (about 2.8x the float32 rate on 2 Sapphire Rapids cores, mean cosine 0.99995
 int8 dynamic quantization (about 1.5x, mean cosine about 0.993, and an item's vector then shifts
 slightly with the batch it is encoded in). ``auto`` takes bfloat16 where AMX is present (with
 AVX512-BF16 alone it is no faster than float32, and without either it is several times
-slower); elsewhere, on a CPU with VNNI, it measures int8 against float32 on this CPU and keeps
-it when it is faster at a mean cosine of at least 0.99 (``stream.catalog.precision``). On a GPU
-``auto`` is float16 (tensor cores), and float32 and bfloat16 can be asked for.
+slower), else float32, so that a text's vector does not depend on the texts batched with it.
+``fastest`` also measures int8 against float32 on a CPU with VNNI and keeps it when it is faster
+at a mean cosine of at least 0.99 (``stream.catalog.precision``), trading that exactness for
+speed. On a GPU both are float16 (tensor cores), and float32 and bfloat16 can be asked for.
 bench/encoder_speed.py measures each mode against sentence-transformers.
 
 Texts are sorted by length and batched; the batches are tokenized by the Rust tokenizer in
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+Precision = Literal["auto", "fastest", "float32", "bfloat16", "float16", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
@@ -108,14 +109,14 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested not in PRECISIONS:
         raise ValueError(f"encoder precision {requested!r} is not one of {', '.join(PRECISIONS)}")
     if device.type != "cpu":
-        if requested == "auto":
+        if requested in ("auto", "fastest"):
             return "float16"
         if requested == "int8":
             log.warning("encoder precision fallback requested=int8 used=float32 device=%s", device)
             return "float32"
         return requested
     native = native_cpu_precisions()
-    if requested == "auto":
+    if requested in ("auto", "fastest"):  # "fastest" may then measure int8 (measured_candidates)
         return "bfloat16" if "bfloat16" in native else "float32"
     if requested == "float16":
         log.warning("encoder precision fallback requested=float16 used=float32 reason=cpu")
@@ -128,9 +129,14 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-def auto_candidates(requested: str, device: torch.device) -> tuple[str, ...]:
-    """The precisions ``auto`` measures against float32 on this device (none: no choice)."""
-    if requested != "auto" or device.type != "cpu":
+def measured_candidates(requested: str, device: torch.device) -> tuple[str, ...]:
+    """The precisions ``fastest`` measures against float32 on this device (none: no choice).
+
+    Only ``fastest`` measures: int8's vectors move slightly with the texts batched together
+    (its activations are quantized per batch), so a worker and an offline evaluation encoding
+    the same item in different batches no longer agree exactly. ``auto`` keeps every vector a
+    function of its text alone."""
+    if requested != "fastest" or device.type != "cpu":
         return ()
     native = native_cpu_precisions()
     if "bfloat16" in native:  # AMX: bfloat16 is the fast path (resolve_precision takes it)
@@ -219,7 +225,7 @@ class TextEncoder:
         self._lock = threading.Lock()
         self.dimension = int(self.model.config.hidden_size)
         key = config_file.read_bytes() + f"|max_length={max_length}".encode()
-        candidates = auto_candidates(precision, self.device)
+        candidates = measured_candidates(precision, self.device)
         if candidates:
             self.precision = self._measured_precision(candidates, key)
         else:
@@ -242,7 +248,7 @@ class TextEncoder:
         )
 
     def _measured_precision(self, candidates: tuple[str, ...], key: bytes) -> str:
-        """``auto``'s precision on this CPU: remembered per model and CPU once measured (so
+        """``fastest``'s precision on this CPU: remembered per model and CPU once measured (so
         that the fingerprint, and the stored items it names, do not change between runs)."""
         remembered = precision_memory_path(key)
         chosen = read_remembered_precision(remembered, candidates)

@@ -1,9 +1,9 @@
-"""Which precision ``encoder.precision = "auto"`` runs at on a CPU, measured on the CPU at hand.
+"""Which precision ``encoder.precision = "fastest"`` runs at on a CPU, measured on the CPU at hand.
 
 How much faster a lower precision encodes differs between CPUs of the same kind (int8 dynamic
 quantization measured 1.5x on one VM and 2.8x on another), and how close it stays to float32
 differs between models. So on a CPU that can run a faster precision natively (int8 with VNNI),
-``auto`` encodes a fixed set of probe texts in float32 and in each candidate, and keeps the
+``fastest`` encodes a fixed set of probe texts in float32 and in each candidate, and keeps the
 fastest candidate whose vectors stay within ``MIN_MEAN_COSINE`` of float32's and which is at
 least ``MIN_SPEEDUP`` times as fast; otherwise float32. The choice and its figures are logged.
 

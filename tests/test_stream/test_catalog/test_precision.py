@@ -1,5 +1,6 @@
-"""``encoder.precision = "auto"`` on a CPU: a candidate is kept only when it measured faster and
-close enough to float32, and the choice is remembered so the fingerprint stays put."""
+"""``encoder.precision = "fastest"`` on a CPU: a candidate is kept only when it measured faster
+and close enough to float32, and the choice is remembered so the fingerprint stays put;
+``auto`` measures nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from stream.catalog import precision as precision_module
-from stream.catalog.encoder import TextEncoder, auto_candidates
+from stream.catalog.encoder import TextEncoder, measured_candidates
 from stream.catalog.precision import (
     choose_precision,
     read_remembered_precision,
@@ -62,20 +63,22 @@ def test_the_choice_is_remembered_and_a_bad_memory_is_ignored(tmp_path: Path) ->
     assert read_remembered_precision(path, ["int8"]) is None
 
 
-def test_auto_measures_once_on_this_cpu_then_reads_its_choice(
+def test_fastest_measures_once_on_this_cpu_then_reads_its_choice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("XDREC_CACHE_DIR", str(tmp_path))
-    candidates = auto_candidates("auto", TextEncoder(precision="float32").device)
+    device = TextEncoder(precision="float32").device
+    assert measured_candidates("auto", device) == ()
+    candidates = measured_candidates("fastest", device)
     caplog.set_level("INFO", logger=precision_module.__name__)
-    first = TextEncoder(device="cpu", precision="auto")
+    first = TextEncoder(device="cpu", precision="fastest")
     assert first.precision in (*candidates, "float32", "bfloat16")
     if not candidates:
-        pytest.skip("this CPU offers auto no precision to measure (AMX, or no VNNI)")
+        pytest.skip("this CPU offers no precision to measure (AMX, or no VNNI)")
     assert "encoder precision trial" in caplog.text
     assert len(list(tmp_path.glob("encoder-precision-*.json"))) == 1
     caplog.clear()
-    second = TextEncoder(device="cpu", precision="auto")
+    second = TextEncoder(device="cpu", precision="fastest")
     assert "encoder precision trial" not in caplog.text
     assert (second.precision, second.fingerprint) == (first.precision, first.fingerprint)
     vectors = second.encode(["A slow-cooked stew of beans.", "A cast-iron pan."])
