@@ -230,13 +230,13 @@ class _Group:
         """Launch ``count`` workers; seconds until the group serves, and until the slowest
         new process logged ready."""
         joining = [self.new_worker() for _ in range(count)]
+        self.workers += joining  # stopped with the group even if a start fails
         launched = time.monotonic()
         with ThreadPoolExecutor(max_workers=count) as pool:
             starts = [pool.submit(w.start, self.ctx.sizes.start_timeout_s, False) for w in joining]
             for started in starts:
                 started.result()
         own_start = time.monotonic() - launched
-        self.workers += joining
         timeout = self.ctx.sizes.start_timeout_s
         return _wait_serving(self.workers, self.settings, timeout, launched), own_start
 
@@ -246,10 +246,12 @@ class _Group:
         assert leaving.process is not None
         stopped = time.monotonic()
         leaving.process.terminate()
-        timeout = self.ctx.sizes.start_timeout_s
-        serving = _wait_serving(self.workers, self.settings, timeout, stopped)
-        leaving.stop()
-        return serving
+        try:
+            return _wait_serving(
+                self.workers, self.settings, self.ctx.sizes.start_timeout_s, stopped
+            )
+        finally:
+            leaving.stop()  # out of the group's list already: stopped here whatever happened
 
     def cost_per_event(self, seed: int) -> Outcome:
         """The paced stream through the group: CPU µs per event over all worker processes."""
@@ -270,12 +272,8 @@ class _Group:
         if arrivals.count < count:
             return Outcome.failed(f"{arrivals.count}/{count} recommendations in time")
         seconds = cpu.worker_seconds()
-        split = "+".join(
-            str(
-                len(owned_events(w.log_file, {settings.topics.events(d) for d in settings.domains}))
-            )
-            for w in self.workers
-        )
+        topics = {settings.topics.events(domain) for domain in settings.domains}
+        split = "+".join(str(len(owned_events(w.log_file, topics))) for w in self.workers)
         return Outcome(
             1e6 * seconds / count,
             detail=f"{count:,} events at {PACED_RATE:.0f}/s, event partitions {split}; "

@@ -37,8 +37,8 @@ CALIBRATION_K = 10
 SHORTLIST_PER_K = 20  # exact rescoring of 20 candidates per wanted item (200 for k = 10)
 MIN_SHORTLIST = 200
 TRAINING_SAMPLE = 100_000  # rows the coarse lists and codebooks are trained on
-STALE_REBUILD_SHARE = 0.25
-WIDEN_STEPS = (1, 2, 4)  # rebuild once stale entries exceed this share of live rows
+STALE_REBUILD_SHARE = 0.25  # rebuild once stale entries exceed this share of live rows
+WIDEN_STEPS = (1, 2, 4)  # shortlist multiples tried where the codes are too coarse
 
 
 @dataclass(frozen=True, slots=True)
