@@ -14,15 +14,15 @@ and by the index.
 from __future__ import annotations
 
 import logging
-import statistics
+import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 
-from bench.harness import Context, Outcome, RowSpec
+from bench.harness import Context, Outcome, RowSpec, alternated_medians
+from bench.soak import rss_mib
 from stream.core.ann import ApproximateConfig, ApproximateIndex
 from stream.core.scoring import DomainIndex, coarse_dtype, top_k
 from stream.data.synthetic import synthetic_catalog
@@ -72,38 +72,15 @@ ROWS = (
 )
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _timed(
-    scans: dict[str, Callable[[], Any]], repeats: int
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Median seconds of each scan over ``repeats`` alternated rounds, and its last answer."""
-    seconds: dict[str, list[float]] = {name: [] for name in scans}
-    answers: dict[str, Any] = {}
-    for _ in range(repeats):
-        for name, scan in scans.items():
-            scan()  # once untimed: allocator and caches warm for this one, not the one before
-            started = time.perf_counter()
-            answers[name] = scan()
-            seconds[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in seconds.items()}, answers
-
-
 def run(ctx: Context) -> dict[str, Outcome]:
     items = ctx.sizes.ann_items
     count = ctx.sizes.topk_queries
     log.info("ann: generating a synthetic catalog of %d items", items)
     catalog = synthetic_catalog(items, seed=11)
     item_ids = catalog.item_ids
-    before = _rss_mib()
+    before = rss_mib([os.getpid()])
     matrix = catalog.vectors(DIMENSION, seed=11)
-    with_vectors = _rss_mib()
+    with_vectors = rss_mib([os.getpid()])
     active = np.ones(items, dtype=bool)
     config = ApproximateConfig.from_settings(RecommendationSettings(approximate_min_items=1))
     assert config is not None
@@ -111,7 +88,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
     started = time.perf_counter()
     approximate = ApproximateIndex.build(matrix, active, config)
     build_seconds = time.perf_counter() - started
-    with_index = _rss_mib()
+    with_index = rss_mib([os.getpid()])
     positions = {item_id: number for number, item_id in enumerate(item_ids)}
     dtype = coarse_dtype("auto")
     coarse = torch.from_numpy(matrix).to(dtype) if dtype is not None else None
@@ -146,7 +123,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
         return scan
 
     log.info("ann: timing %d queries over %d items", count, items)
-    seconds, answers = _timed(
+    seconds, answers = alternated_medians(
         {
             APPROXIMATE: batched(approximate_index),
             EXACT_WORKER: batched(exact_index),

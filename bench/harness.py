@@ -8,9 +8,10 @@ an error, so one broken benchmark never hides the figures of the others.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +22,24 @@ from testkit.deployment import isolated_settings
 
 REPO = Path(__file__).resolve().parent.parent
 NO_CUDA = "no CUDA device"
+
+
+def alternated_medians(
+    scans: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Median seconds of each scan over ``repeats`` rounds, and its last answer. Rounds
+    alternate the scans, so drift on a shared machine hits all alike; each is run once untimed
+    right before it is timed, so its large arrays come fresh from the allocator, not left to
+    the page faults and caches of the one before it."""
+    seconds: dict[str, list[float]] = {name: [] for name in scans}
+    answers: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, scan in scans.items():
+            scan()
+            started = time.perf_counter()
+            answers[name] = scan()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in seconds.items()}, answers
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,11 +108,22 @@ def owned_events(log_file: Path, events_topics: set[str]) -> set[str]:
     return {name for name in names if name.rpartition(":")[0] in events_topics}
 
 
+def _event_partitions(settings: Settings) -> tuple[set[str], set[str]]:
+    """The event topics, and every event partition as ``topic:partition``."""
+    topics = {settings.topics.events(domain) for domain in settings.domains}
+    return topics, {f"{topic}:{p}" for topic in topics for p in range(settings.topics.partitions)}
+
+
+def _one_owner_each(owned: list[set[str]], every: set[str]) -> bool:
+    """Every partition owned by exactly one worker, and every worker owning some."""
+    disjoint = sum(len(o) for o in owned) == len(set().union(*owned))
+    return set().union(*owned) == every and disjoint and all(owned)
+
+
 def wait_settled(workers: list[WorkerProcess], settings: Settings, timeout: float) -> str:
     """Until every event partition has exactly one owner and no assignment changed for
     ``SETTLE_S``; returns the split, e.g. ``6+6``."""
-    topics = {settings.topics.events(domain) for domain in settings.domains}
-    every = {f"{topic}:{p}" for topic in topics for p in range(settings.topics.partitions)}
+    topics, every = _event_partitions(settings)
     deadline = time.monotonic() + timeout
     last: list[set[str]] = []
     stable_since = time.monotonic()
@@ -120,8 +131,7 @@ def wait_settled(workers: list[WorkerProcess], settings: Settings, timeout: floa
         owned = [owned_events(worker.log_file, topics) for worker in workers]
         if owned != last:
             last, stable_since = owned, time.monotonic()
-        disjoint = sum(len(o) for o in owned) == len(set().union(*owned))
-        if set().union(*owned) == every and disjoint and all(owned):
+        if _one_owner_each(owned, every):
             if time.monotonic() - stable_since >= SETTLE_S:
                 return "+".join(str(len(o)) for o in owned)
         if not all(worker.alive() for worker in workers):
@@ -183,15 +193,12 @@ def _wait_serving(
 ) -> float:
     """Seconds from ``since`` until every event partition has exactly one owner and every
     worker answers /ready, a state that must then hold for ``SETTLE_S``."""
-    topics = {settings.topics.events(domain) for domain in settings.domains}
-    every = {f"{topic}:{p}" for topic in topics for p in range(settings.topics.partitions)}
+    topics, every = _event_partitions(settings)
     deadline = time.monotonic() + timeout
     serving_since: float | None = None
     while time.monotonic() < deadline:
         owned = [owned_events(worker.log_file, topics) for worker in workers]
-        disjoint = sum(len(o) for o in owned) == len(set().union(*owned))
-        serving = set().union(*owned) == every and disjoint and all(owned)
-        serving = serving and all(_ready(worker) for worker in workers)
+        serving = _one_owner_each(owned, every) and all(_ready(worker) for worker in workers)
         now = time.monotonic()
         if not serving:
             serving_since = None
@@ -272,7 +279,7 @@ class _Group:
         if arrivals.count < count:
             return Outcome.failed(f"{arrivals.count}/{count} recommendations in time")
         seconds = cpu.worker_seconds()
-        topics = {settings.topics.events(domain) for domain in settings.domains}
+        topics, _ = _event_partitions(settings)
         split = "+".join(str(len(owned_events(w.log_file, topics))) for w in self.workers)
         return Outcome(
             1e6 * seconds / count,

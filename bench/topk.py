@@ -7,16 +7,14 @@ row shows what those cost at a 100k-item catalog, the size that bounds one batch
 from __future__ import annotations
 
 import contextlib
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.harness import Context, Outcome, RowSpec
+from bench.harness import Context, Outcome, RowSpec, alternated_medians
 from stream.core import scoring
 from stream.core.scoring import DomainIndex, coarse_dtype, top_k
 
@@ -114,16 +112,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
         return numpy_top_k(matrix, queries, excluded, K)
 
     timed: dict[str, Callable[[], Any]] = {OURS: ours, WHOLE_ROW: whole_row, NUMPY: argpartition}
-    seconds: dict[str, list[float]] = {name: [] for name in timed}
-    results: dict[str, Any] = {}
-    for _ in range(sizes.topk_repeats):  # alternated, so drift hits all alike
-        for name, scan in timed.items():
-            # Once untimed first: each one's large score matrices are then fresh from the
-            # allocator, not left to the page faults and caches of the one before it.
-            scan()
-            started = time.perf_counter()
-            results[name] = scan()
-            seconds[name].append(time.perf_counter() - started)
+    seconds, results = alternated_medians(timed, sizes.topk_repeats)
     ranked = results[OURS]
     positions = results[NUMPY]
     agree = sum(
@@ -131,7 +120,4 @@ def run(ctx: Context) -> dict[str, Outcome]:
         for row, plain in zip(ranked, positions, strict=True)
     )
     detail = f"median of {sizes.topk_repeats}; same top-10 for {agree}/{len(ranked)} queries"
-    return {
-        name: Outcome(len(queries) / statistics.median(seconds[name]), detail=detail)
-        for name in timed
-    }
+    return {name: Outcome(len(queries) / seconds[name], detail=detail) for name in timed}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -27,6 +27,13 @@ class DatasetInteraction:
     ts: float
     rating: float | None
     event_type: str
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object a line, as the format's items.jsonl and interactions.jsonl are."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 class DatasetError(ValueError):

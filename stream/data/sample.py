@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
+from stream.data.dataset import write_jsonl
+
 DOMAINS: tuple[str, ...] = ("books", "music", "movies")
 
 ITEMS_PER_GENRE = 6
@@ -33,11 +35,11 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "purchase", "review")
 # whatever their domain; the remaining lists give each domain its natural phrasing. Titles and
 # texts follow the per-domain patterns. The word lists are data, kept beside this module.
 _VOCABULARY = json.loads((Path(__file__).with_name("sample_vocabulary.json")).read_text())
-_GENRE_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+GENRE_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
     genre: {kind: tuple(words) for kind, words in lists.items()}
     for genre, lists in _VOCABULARY["genre_words"].items()
 }
-GENRES: tuple[str, ...] = tuple(_GENRE_WORDS)
+GENRES: tuple[str, ...] = tuple(GENRE_WORDS)
 _TITLE_PATTERNS: dict[str, tuple[str, ...]] = {
     domain: tuple(patterns) for domain, patterns in _VOCABULARY["title_patterns"].items()
 }
@@ -143,7 +145,7 @@ def sample_items(seed: int = 7) -> list[dict]:
     items: list[dict] = []
     for domain in DOMAINS:
         for index, genre in enumerate(_layout(domain)):
-            words = _GENRE_WORDS[genre]
+            words = GENRE_WORDS[genre]
             items.append(
                 {
                     "item_id": _item_id(domain, index),
@@ -274,12 +276,6 @@ def sample_splits(seed: int = 7) -> dict[str, str]:
     return dict(sorted(splits.items()))
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def write_sample_dataset(directory: Path, seed: int = 7) -> Path:
     """Write the dataset in the normalized layout so the demo can run without any download.
 
@@ -291,8 +287,8 @@ def write_sample_dataset(directory: Path, seed: int = 7) -> Path:
     items = sample_items(seed)
     interactions = sample_interactions(seed)
     splits = sample_splits(seed)
-    _write_jsonl(directory / "items.jsonl", items)
-    _write_jsonl(directory / "interactions.jsonl", interactions)
+    write_jsonl(directory / "items.jsonl", items)
+    write_jsonl(directory / "interactions.jsonl", interactions)
     (directory / "splits.json").write_text(json.dumps(splits, indent=2) + "\n", encoding="utf-8")
     domains = {
         domain: {

@@ -16,13 +16,14 @@ encodes nothing when the same texts arrive on the catalog topic.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-_VOCABULARY = json.loads((Path(__file__).with_name("sample_vocabulary.json")).read_text())
+from stream.data.dataset import write_jsonl
+from stream.data.sample import GENRE_WORDS, GENRES
+
 # The word lists an item's parts come from, in text order.
 _PARTS = ("title_adj", "title_noun", "title_place", "adj", "subjects", "settings", "themes")
 BRANDS = 5_000
@@ -59,8 +60,8 @@ def synthetic_catalog(
 ) -> SyntheticCatalog:
     """``count`` items spread evenly over ``domains``; the same arguments give the same catalog."""
     rng = np.random.default_rng(seed)
-    genres = list(_VOCABULARY["genre_words"])
-    words = {part: [_VOCABULARY["genre_words"][g][part] for g in genres] for part in _PARTS}
+    genres = list(GENRES)
+    words = {part: [GENRE_WORDS[genre][part] for genre in genres] for part in _PARTS}
     # Every (genre, part, word) and every brand and model number gets its own part row.
     offsets: dict[tuple[int, str], int] = {}
     rows = 0
@@ -106,12 +107,15 @@ def write_synthetic_dataset(catalog: SyntheticCatalog, directory: Path) -> Path:
     """The catalog as a dataset folder without interactions (``xdrec replay --dataset DIR
     --no-events`` publishes it to the catalog topics)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "items.jsonl").open("w", encoding="utf-8") as out:
-        for item_id, domain, title, text in zip(
-            catalog.item_ids, catalog.domains, catalog.titles, catalog.texts, strict=True
-        ):
-            row = {"item_id": item_id, "domain": domain, "title": title, "text": text}
-            out.write(json.dumps(row) + "\n")
+    write_jsonl(
+        directory / "items.jsonl",
+        (
+            {"item_id": item_id, "domain": domain, "title": title, "text": text}
+            for item_id, domain, title, text in zip(
+                catalog.item_ids, catalog.domains, catalog.titles, catalog.texts, strict=True
+            )
+        ),
+    )
     (directory / "interactions.jsonl").write_text("")
     (directory / "splits.json").write_text("{}")
     return directory

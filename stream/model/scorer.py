@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from stream.catalog.store import ItemCatalog
-from stream.core.ann import ApproximateIndex
+from stream.core.ann import ApproximateConfig, ApproximateIndex
 from stream.core.explain import TermExplainer
 from stream.core.scoring import DomainIndex
 from stream.core.state import Interaction, UserState
@@ -54,8 +54,9 @@ class ModelScorer:
             if vector is not None and vector.shape[0] == text.shape[1]:
                 text[row] = vector
         self.model.text.copy_(torch.as_tensor(text))
-        self.approximate = catalog.approximate  # large domains get their own index of projections
-        self.indexes = {target: self._project(catalog.index(target)) for target in targets}
+        self.indexes = {
+            target: self._project(catalog.index(target), catalog.approximate) for target in targets
+        }
         log.info(
             "model projected version=%s items=%s seconds=%.2f",
             self.version,
@@ -63,12 +64,13 @@ class ModelScorer:
             time.perf_counter() - started,
         )
 
-    def _project(self, catalog_index: DomainIndex) -> DomainIndex:
+    def _project(self, catalog_index: DomainIndex, config: ApproximateConfig | None) -> DomainIndex:
+        """The domain's items as the model scores them; a large domain gets its own
+        approximate index over the projections."""
         ids = list(catalog_index.item_ids)
         matrix = project_items(
             self.model, self.space, catalog_index.domain, ids, catalog_index.matrix
         )
-        config = self.approximate
         approximate = (
             ApproximateIndex.build(matrix, catalog_index.active, config)
             if config is not None and len(ids) >= config.min_items
