@@ -58,6 +58,9 @@ TRANSIENT_ERRORS = frozenset(
         KafkaError.FENCED_LEADER_EPOCH,
         KafkaError.UNKNOWN_LEADER_EPOCH,
         KafkaError.OFFSET_NOT_AVAILABLE,
+        # list_offsets while the restarted broker has not elected its partition leaders yet:
+        # "Failed to query partition leaders: No leaders found".
+        KafkaError._NOENT,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
         KafkaError.NOT_COORDINATOR,
     }

@@ -82,6 +82,7 @@ def retry(call: Callable[[], str], clock: FakeClock, operation: str, timeout: fl
         KafkaError._TIMED_OUT,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.FENCED_LEADER_EPOCH,  # list_offsets right after a broker restart
+        KafkaError._NOENT,  # list_offsets before the restarted broker has elected leaders
     ],
 )
 def test_broker_outage_errors_are_transient(code: int) -> None:
