@@ -263,7 +263,11 @@ class TrainerSettings(BaseModel):
     max_holdout_users: int = Field(default=2_000, ge=10)
     epochs: int = Field(default=4, ge=1)  # the most; early stopping on validation may stop sooner
     patience: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=512, ge=2)
+    batch_size: int = Field(default=512, ge=2)  # the largest; smaller data trains in smaller
+    # batches, halved down to min_batch_size while an epoch has fewer than min_steps_per_epoch
+    # steps (training.train.batch_size_for); min_steps_per_epoch = 0 keeps batch_size always.
+    min_batch_size: int = Field(default=128, ge=2)
+    min_steps_per_epoch: int = Field(default=500, ge=0)
     learning_rate: float = Field(default=2e-3, gt=0)
     device: str = "auto"
     compile: bool = False  # torch.compile on a GPU

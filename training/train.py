@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,7 +50,9 @@ NEAR_CHANCE = 0.95
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 2  # the most epochs; with validation, early stopping may end sooner
-    batch_size: int = 512
+    batch_size: int = 512  # the largest batch: smaller data gets smaller ones, see batch_size_for
+    min_batch_size: int = 128
+    min_steps_per_epoch: int = 500  # 0: every run uses batch_size
     learning_rate: float = 2e-3
     warmup_share: float = 0.05  # share of all steps with a linear warm-up
     final_lr_share: float = 0.1  # the cosine ends at this share of the peak learning rate
@@ -74,6 +76,8 @@ class TrainConfig:
         fields = {
             "epochs": trainer.epochs,
             "batch_size": trainer.batch_size,
+            "min_batch_size": trainer.min_batch_size,
+            "min_steps_per_epoch": trainer.min_steps_per_epoch,
             "learning_rate": trainer.learning_rate,
             "patience": trainer.patience,
             "seed": trainer.seed,
@@ -118,6 +122,23 @@ def build_examples(
             histories.append(history[-max_history:])
             targets.append(rows[t])
     return Examples(right_aligned(histories, max_history), np.array(targets, dtype=np.int64))
+
+
+def batch_size_for(examples: int, config: TrainConfig) -> int:
+    """The batch size for ``examples``: ``config.batch_size``, halved (down to
+    ``config.min_batch_size``) while an epoch would have fewer than
+    ``config.min_steps_per_epoch`` steps.
+
+    A contrastive loss learns from both the number of updates and the negatives each batch
+    brings; what a fixed batch size balances on one dataset starves another. On a
+    10,000-user subsample of food-kitchen (68k examples, 133 steps per epoch at 512) two
+    epochs at 128 ranked held-out users' cold targets 46% better (NDCG@10 0.0337 against
+    0.0231) and the ID tower 10% better; 64 gained nothing more; the full dataset (710 steps
+    per epoch at 512) keeps 512."""
+    size = config.batch_size
+    while size // 2 >= config.min_batch_size and -(-examples // size) < config.min_steps_per_epoch:
+        size //= 2
+    return size
 
 
 def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
@@ -330,6 +351,7 @@ def train_model(
         chosen = rng.choice(count, config.max_examples, replace=False)
         examples = Examples(examples.histories[chosen], examples.targets[chosen])
         count = config.max_examples
+    config = replace(config, batch_size=batch_size_for(count, config))
     domain_rows = {
         n: np.arange(space.domain_slice(d).start, space.domain_slice(d).stop)
         for n, d in enumerate(space.domains)
@@ -421,6 +443,7 @@ def train_model(
     ratio = losses[-1] / chances[-1] if chances[-1] > 0 else 1.0
     summary = {
         "examples": int(count),
+        "batch_size": config.batch_size,
         "epochs": len(losses),
         "best_epoch": kept,
         "loss_per_epoch": [round(loss, 5) for loss in losses],

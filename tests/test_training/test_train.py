@@ -13,6 +13,7 @@ from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig
 from training.train import (
     TrainConfig,
+    batch_size_for,
     build_examples,
     history_tensors,
     learning_rate_at,
@@ -84,6 +85,15 @@ def test_learning_rate_warms_up_then_decays_to_its_floor() -> None:
     assert rates[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
     assert rates[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_smaller_data_trains_in_smaller_batches_down_to_the_floor() -> None:
+    config = TrainConfig(batch_size=512, min_batch_size=128, min_steps_per_epoch=500)
+    assert batch_size_for(363_489, config) == 512  # food-kitchen: 710 steps per epoch
+    assert batch_size_for(187_862, config) == 256  # 367 steps at 512, 734 at 256
+    assert batch_size_for(67_768, config) == 128  # 133 at 512, 530 at 128
+    assert batch_size_for(1_000, config) == 128  # never below the floor
+    assert batch_size_for(1_000, TrainConfig(min_steps_per_epoch=0)) == 512
 
 
 def test_loss_is_reported_against_chance_and_a_run_that_learns_nothing_is_flagged() -> None:
