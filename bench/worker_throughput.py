@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from bench import latency
 from bench.faust_noop import TAKE_CONFLUENT
@@ -256,50 +258,65 @@ def _spawned_by_multiprocessing(pid: int) -> bool:
     return "multiprocessing.spawn" in command and "resource_tracker" not in command
 
 
-def measure(
-    ctx: Context, name: str, row: str, catalog_items: int, with_latency: bool
-) -> dict[str, Outcome]:
-    """The throughput row of one catalog size; with ``with_latency`` the same worker's latency
-    rows follow, at half the rate it reached."""
+@dataclass
+class RunningWorker:
+    """A started worker with its deployment, catalog ids and events to send."""
+
+    settings: Settings
+    ids: dict[str, list[str]]
+    events: list[OutgoingMessage]
+    worker: WorkerProcess
+    ready_seconds: float
+
+
+@contextmanager
+def running_worker(
+    ctx: Context, name: str, catalog_items: int, start_timeout: float
+) -> Iterator[RunningWorker]:
+    """One worker over a prepared catalog of ``catalog_items`` target items, stopped on exit
+    whatever happens."""
     settings = deployment(ctx, name)
     encoder = bench_encoder(ctx, settings.encoder.max_length)
     ids = prepare_catalog(settings, encoder, catalog_sizes(ctx, catalog_items), seed=catalog_items)
     events = worker_events(ctx, settings, ids)
     worker = WorkerProcess(settings, ctx.scratch(name) / "worker.log", cwd=REPO)
-    results: dict[str, Outcome] = {}
     try:
-        worker.start(timeout=ctx.sizes.start_timeout_s)
-        results[row] = outcome = throughput(ctx, settings, [worker], events)
-        if with_latency:
-            results.update(_worker_latency(ctx, settings, worker, ids, outcome))
+        started = time.perf_counter()
+        worker.start(timeout=start_timeout)
+        yield RunningWorker(settings, ids, events, worker, time.perf_counter() - started)
     finally:
         worker.stop()
+
+
+def measure(
+    ctx: Context, name: str, row: str, catalog_items: int, with_latency: bool
+) -> dict[str, Outcome]:
+    """The throughput row of one catalog size; with ``with_latency`` the same worker's latency
+    rows follow, at half the rate it reached."""
+    results: dict[str, Outcome] = {}
+    with running_worker(ctx, name, catalog_items, ctx.sizes.start_timeout_s) as run:
+        results[row] = outcome = throughput(ctx, run.settings, [run.worker], run.events)
+        if with_latency:
+            results.update(_worker_latency(ctx, run.settings, run.worker, run.ids, outcome))
     return results
 
 
 def measure_million(ctx: Context, items: int = 1_000_000) -> dict[str, Outcome]:
     """The throughput row with a million-item target catalog, and the worker's memory."""
-    name = "worker_1m"
-    settings = deployment(ctx, name)
-    encoder = bench_encoder(ctx, settings.encoder.max_length)
-    ids = prepare_catalog(settings, encoder, catalog_sizes(ctx, items), seed=items)
-    events = worker_events(ctx, settings, ids)
-    worker = WorkerProcess(settings, ctx.scratch(name) / "worker.log", cwd=REPO)
-    try:
-        started = time.perf_counter()
-        worker.start(timeout=ctx.sizes.start_timeout_s * 3)  # loads, indexes, reads 1M items
-        ready = time.perf_counter() - started
-        outcome = throughput(ctx, settings, [worker], events)
-        rss = rss_mib(worker.process_tree())
-    finally:
-        worker.stop()
+    # Three start timeouts: the worker loads, indexes and reads a million items first.
+    with running_worker(ctx, "worker_1m", items, ctx.sizes.start_timeout_s * 3) as run:
+        outcome = throughput(ctx, run.settings, [run.worker], run.events)
+        rss = rss_mib(run.worker.process_tree())
     built = [
         line.split("msg=", 1)[-1]
-        for line in worker.log_file.read_text(errors="replace").splitlines()
+        for line in run.worker.log_file.read_text(errors="replace").splitlines()
         if "approximate index built" in line
     ]
-    vectors_mib = items * encoder.dimension * 4 / 2**20
-    note = f"; ready after {ready:.0f} s; " + ("; ".join(built) or "no approximate index built")
+    dimension = bench_encoder(ctx, run.settings.encoder.max_length).dimension  # cached
+    vectors_mib = items * dimension * 4 / 2**20
+    note = f"; ready after {run.ready_seconds:.0f} s; " + (
+        "; ".join(built) or "no approximate index built"
+    )
     return {
         ROW_1M: Outcome(outcome.value, outcome.error, outcome.detail + note),
         RSS_1M: Outcome(

@@ -46,6 +46,9 @@ class _DomainTable:
     approximate: ApproximateIndex | None = None
     # Rows written while a background build of the approximate index runs (None: no build).
     written_during_build: list[int] | None = None
+    # A read-only copy of ``active[:rows]`` handed to every scoring snapshot until a row is
+    # added, re-activated or removed (None: to be copied again), instead of a copy per batch.
+    _active_snapshot: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.matrix = np.zeros((16, self.dimension), dtype=np.float32)
@@ -73,12 +76,28 @@ class _DomainTable:
         else:
             self.digests[position] = digest
         self.matrix[position] = vector
-        self.active[position] = True
+        if not self.active[position]:
+            self.active[position] = True
+            self._active_snapshot = None
         if self.coarse is not None:
             self.coarse[position] = torch.from_numpy(self.matrix[position])
         if self.written_during_build is not None:
             self.written_during_build.append(position)
         return position
+
+    def deactivate(self, item_id: str) -> None:
+        """The item is no longer recommended (its row and vector stay)."""
+        position = self.positions.get(item_id)
+        if position is not None and self.active[position]:
+            self.active[position] = False
+            self._active_snapshot = None
+
+    def active_snapshot(self) -> np.ndarray:
+        """Which rows may be recommended, as of now; later writes do not change it."""
+        if self._active_snapshot is None:
+            self._active_snapshot = self.active[: self.rows].copy()
+            self._active_snapshot.setflags(write=False)
+        return self._active_snapshot
 
     @property
     def rows(self) -> int:
@@ -167,7 +186,7 @@ class ItemCatalog:
             table = self._tables[domain]
             rows = table.rows
             matrix = table.matrix[:rows]  # rows changed meanwhile are re-added on adoption
-            active = table.active[:rows].copy()
+            active = table.active_snapshot()
             table.written_during_build = []  # rows written from this snapshot on
         try:
             built = ApproximateIndex.build(matrix, active, self.approximate)
@@ -235,8 +254,8 @@ class ItemCatalog:
         """A catalog tombstone: the item is no longer recommended."""
         with self._lock:
             table = self._tables.get(domain)
-            if table is not None and item_id in table.positions:
-                table.active[table.positions[item_id]] = False
+            if table is not None:
+                table.deactivate(item_id)
         self._db.delete(self._key(domain, item_id))
 
     def embedding(self, domain: str, item_id: str) -> np.ndarray | None:
@@ -280,7 +299,7 @@ class ItemCatalog:
                 item_ids=table.item_ids,
                 positions=table.positions,
                 matrix=table.matrix[:rows],
-                active=table.active[:rows].copy(),
+                active=table.active_snapshot(),
                 coarse=table.coarse[:rows] if table.coarse is not None else None,
                 approximate=table.approximate,
             )

@@ -52,3 +52,23 @@ def test_batched_lookup_and_bfloat16_copy_follow_every_change(tmp_path: Path) ->
     )
     assert reloaded.embeddings([])[0].shape == (0, 8)
     reloaded.close()
+
+
+def test_a_scoring_snapshot_keeps_its_active_rows_and_the_next_one_sees_every_change(
+    tmp_path: Path,
+) -> None:
+    catalog = ItemCatalog(tmp_path / "items", "fp", 8)
+    catalog.add("books", [f"b{i}" for i in range(20)], [b"d" * 16] * 20, vectors(20, 0))
+    before = catalog.index("books")
+    assert catalog.index("books").active is before.active  # unchanged: one copy, shared
+    assert not before.active.flags.writeable
+
+    catalog.remove("books", "b2")
+    catalog.add("books", ["b20"], [b"d" * 16], vectors(1, 1))
+    assert before.active.all() and len(before.active) == 20  # a snapshot does not move
+    after = catalog.index("books")
+    assert len(after.active) == 21 and not after.active[after.positions["b2"]]
+
+    catalog.add("books", ["b2"], [b"e" * 16], vectors(1, 2))  # back in the catalog
+    assert catalog.index("books").active.all()
+    catalog.close()
