@@ -57,6 +57,14 @@ class ApproximateConfig:
         return cls(settings.approximate_min_items, settings.approximate_recall)
 
 
+def favoured_rows(bias: np.ndarray, width: int) -> np.ndarray:
+    """The rows of the ``width`` largest biases, largest first: the part of an approximate
+    shortlist that a popularity prior adds, whatever the query (any prefix of it is the
+    shortlist of a narrower width)."""
+    top = np.argpartition(-bias, width - 1)[:width] if width < len(bias) else np.arange(len(bias))
+    return top[np.argsort(-bias[top], kind="stable")]
+
+
 def shortlist_width(k: int) -> int:
     """Candidates rescored exactly per query for a top-``k``."""
     return max(MIN_SHORTLIST, SHORTLIST_PER_K * k)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stream.core.ann import ApproximateIndex
+from stream.core.ann import ApproximateIndex, favoured_rows
 from stream.cpu import has_bfloat16_arithmetic
 
 COARSE_MIN_ITEMS = 2_048  # below this the exact product costs about as much as the shortlist
@@ -165,7 +165,7 @@ def _approximate_top_k(
     if index.bias is not None:
         order = index.bias_order
         if order is None or len(order) < width:
-            order = np.argpartition(-index.bias, width - 1)[:width]
+            order = favoured_rows(index.bias, width)
         favoured = np.broadcast_to(order[:width], (len(queries), min(width, len(order))))
         candidates = np.concatenate([candidates, favoured], axis=1)
     # Rows added after this snapshot, padding (-1) and duplicates (an item indexed twice, or

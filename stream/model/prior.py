@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.core.ann import shortlist_width
+from stream.core.ann import favoured_rows, shortlist_width
 from stream.core.scorer import ItemEmbeddings, ZeroShotScorer
 from stream.core.scoring import DomainIndex
 from stream.core.state import UserState
@@ -70,7 +70,7 @@ class PriorScorer(ZeroShotScorer):
         self.prior = prior
         self.version = version
         self._bias: dict[str, np.ndarray] = {}
-        self._bias_order: dict[str, np.ndarray] = {}  # rows by decreasing bias, for large domains
+        self._bias_order: dict[str, np.ndarray] = {}  # the largest biases' rows, large domains
 
     def index(self, target: str) -> DomainIndex:
         index = self.items.index(target)
@@ -83,7 +83,7 @@ class PriorScorer(ZeroShotScorer):
             self._bias_order.pop(target, None)
         if index.approximate is not None and target not in self._bias_order:
             width = shortlist_width(self.settings.recommendations.top_k) * 4
-            self._bias_order[target] = np.argsort(-bias, kind="stable")[:width]
+            self._bias_order[target] = favoured_rows(bias, width)
         return dataclasses.replace(
             index, bias=bias[: index.size], bias_order=self._bias_order.get(target)
         )
