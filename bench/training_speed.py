@@ -234,7 +234,9 @@ def median_seconds(
     after a one-batch warm-up of each (first-call allocations, a CUDA context and its kernels)
     and in alternated rounds, so drift on a shared machine hits both alike."""
     model_config = ModelConfig(text_dim=TEXT_DIM)
-    train = TrainConfig(epochs=1, batch_size=BATCH, device=device)
+    # Batches of BATCH as the plain loop's: training's data-derived batch size
+    # (training.train.batch_size_for) would halve it for a slice this small.
+    train = TrainConfig(epochs=1, batch_size=BATCH, min_steps_per_epoch=0, device=device)
     few = Examples(examples.histories[:BATCH], examples.targets[:BATCH])
     train_model(space, text, few, model_config, train, progress=False)
     plain_seconds(space, text, few, model_config, device=device)
