@@ -3,8 +3,10 @@
 Which tower ranks better depends on the data, the target domain and whether the user already
 has history there, so nothing here is a constant: for each (target domain, cold or warm) the
 weight of the sequence score is the one of :data:`WEIGHTS` that ranks the held-out users best
-(NDCG@10, full ranking, seen items masked, as the evaluator ranks). A slot without held-out
-users keeps the plain sum (weight 1).
+(NDCG@10, full ranking, seen items masked, as the evaluator ranks). A slot with fewer than
+:data:`MIN_SLOT_USERS` held-out users is fitted on the users of its group (cold or warm) in every
+target domain: the best of nine noisy means over a few dozen users is mostly noise. A group
+without held-out users keeps the plain sum (weight 1).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from training.validation import Validation, mask_seen, ndcg_at_10, validation_sc
 log = logging.getLogger(__name__)
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)  # the sequence score's weights tried
-UNFITTED = 1.0  # a slot without held-out users
+UNFITTED = 1.0  # a group (cold or warm) without held-out users
+# Below this many held-out users a slot borrows its group's users from every target domain
+# (docs/training.md); on food-kitchen every slot has 363 or more and fits on its own users.
+MIN_SLOT_USERS = 100
 _CHUNK = 1024
 
 
@@ -36,32 +41,42 @@ def fit_fusion(
     device: torch.device | None = None,
 ) -> tuple[FusedModel, dict]:
     """The fused model with the best weight per slot, and a record of the fit: per domain and
-    slot the weight, the number of held-out users and the NDCG@10 of every weight tried."""
+    slot the weight, the number of held-out users, whether the weight was fitted on them
+    (``slot``) or on their group's users in every domain (``group``), and the NDCG@10 of
+    every weight tried."""
     device = device or torch.device("cpu")
     transfer, sequence = transfer.eval().to(device), sequence.eval().to(device)
     item_domain = np.asarray(space.domain_of())
     weights = torch.full((len(space.domains), 2), UNFITTED)
-    record: dict[str, dict] = {}
-    for number, domain in enumerate(space.domains):
-        block = space.domain_slice(domain)
-        record[domain] = {}
-        for slot, name in ((COLD, "cold"), (WARM, "warm")):
-            histories = validation.cold if slot == COLD else validation.warm
+    record: dict[str, dict] = {domain: {} for domain in space.domains}
+    for slot, name in ((COLD, "cold"), (WARM, "warm")):
+        histories = validation.cold if slot == COLD else validation.warm
+        has_history = (histories >= 0).any(axis=1)
+        gains: dict[str, dict[float, np.ndarray]] = {}
+        for number, domain in enumerate(space.domains):
             in_domain = (histories >= 0) & (item_domain[np.maximum(histories, 0)] == number)
-            has_history = (histories >= 0).any(axis=1)
             has_target = in_domain.any(axis=1)
             rows = np.flatnonzero(
                 (item_domain[validation.targets] == number)
                 & has_history
                 & (has_target if slot == WARM else ~has_target)
             )
-            gains = _gains_per_weight(transfer, sequence, validation, rows, block, slot, device)
-            curve = {w: float(g.mean()) for w, g in gains.items()} if len(rows) else {}
+            block = space.domain_slice(domain)
+            gains[domain] = _gains_per_weight(
+                transfer, sequence, validation, rows, block, slot, device
+            )
+        pooled = {w: np.concatenate([g[w] for g in gains.values()]) for w in WEIGHTS}
+        for number, domain in enumerate(space.domains):
+            users = len(gains[domain][WEIGHTS[0]])
+            own = users >= MIN_SLOT_USERS
+            source = gains[domain] if own else pooled
+            curve = {w: float(g.mean()) for w, g in source.items() if len(g)}
             best = max(curve, key=lambda w: curve[w]) if curve else UNFITTED
             weights[number, slot] = best
             record[domain][name] = {
                 "weight": best,
-                "users": int(len(rows)),
+                "users": users,
+                "fitted_on": "slot" if own else "group",
                 "ndcg@10": {str(w): round(v, 5) for w, v in curve.items()},
             }
     log.info(

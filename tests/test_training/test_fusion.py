@@ -11,7 +11,8 @@ from stream.model.fusion import COLD, WARM
 from stream.model.item_space import ItemSpace
 from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig, TransferModel
-from training.fusion import UNFITTED, fit_fusion, train_fused
+from training import fusion
+from training.fusion import fit_fusion, train_fused
 from training.train import TrainConfig, build_examples, train_model
 from training.validation import build_validation, split_validation, validation_scores
 
@@ -83,13 +84,34 @@ def test_an_id_tower_beside_an_untrained_text_tower_gets_the_most_weight(world) 
             if record["users"]:
                 curve = record["ndcg@10"]
                 assert record["weight"] == float(max(curve, key=curve.get))
-    # Held-out users' last events are all in "a": "b" has no one to fit on.
+    # Held-out users' last events are all in "a": "b" has no one of its own and takes the
+    # weights fitted on its group (cold or warm) across domains, here a's users.
     assert fit["weights"]["b"]["cold"]["users"] == 0
-    number = space.domains.index("b")
-    assert fused.weights[number].tolist() == [UNFITTED, UNFITTED]
+    assert fit["weights"]["a"]["cold"]["fitted_on"] == "slot"
+    assert fit["weights"]["b"]["cold"]["fitted_on"] == "group"
     number = space.domains.index("a")
     assert fused.weights[number, COLD] == weights[("a", "cold")]
     assert fused.weights[number, WARM] == weights[("a", "warm")]
+    assert torch.equal(fused.weights[space.domains.index("b")], fused.weights[number])
+
+
+def test_slots_with_few_held_out_users_fit_on_their_group(world, monkeypatch) -> None:
+    space, text, examples, validation = world
+    sequence, _ = train_model(space, text, examples, SEQUENCE, TRAIN, progress=False)
+    transfer, _ = train_model(space, text, examples, MODEL, TRAIN, progress=False)
+    assert isinstance(sequence, SASRec) and isinstance(transfer, TransferModel)
+    _, own = fit_fusion(transfer, sequence, space, validation)
+    monkeypatch.setattr(fusion, "MIN_SLOT_USERS", 10**9)
+    fused, borrowed = fit_fusion(transfer, sequence, space, validation)
+    for domain, slots in borrowed["weights"].items():
+        for name, record in slots.items():
+            assert record["fitted_on"] == "group"
+            assert record["users"] == own["weights"][domain][name]["users"]
+    # Every domain of a group gets the one weight that ranks all the group's users best.
+    for slot, name in ((COLD, "cold"), (WARM, "warm")):
+        assert len(set(fused.weights[:, slot].tolist())) == 1
+        curve = borrowed["weights"]["a"][name]["ndcg@10"]
+        assert fused.weights[0, slot] == float(max(curve, key=curve.get))
 
 
 def test_trained_fusion_ranks_at_least_as_well_as_its_text_tower(world) -> None:
