@@ -196,9 +196,10 @@ class WorkerSettings(BaseModel):
     # fetch_max_wait_ms (faust leaves aiokafka's 1 byte: a fetch per message). The size sets
     # the pace at steady rates, so each worker's batches hold about as many events however
     # many workers share the stream, and a busy worker fetches sooner than a fixed wait
-    # would let it; the wait bounds a quiet stream's latency. Against 64 KiB / 20 ms, at 500
-    # events/s through 1, 2 and 4 workers it cut CPU per event by 15%, 40% and 50%, and the
-    # median latency at half the maximum rate from 34 to 20 ms (docs/architecture.md).
+    # would let it; the wait bounds a quiet stream's latency. At 500 events/s through 1, 2
+    # and 4 workers it used 566-818, 666-768 and 810-926 µs of CPU per event against 64 KiB /
+    # 20 ms's 672-810, 1,090-1,164 and 1,538-1,620, and the median latency at half the
+    # maximum rate fell from 34-36 to 20-24 ms (docs/architecture.md).
     fetch_max_wait_ms: int = Field(default=200, ge=0, le=10_000)
     fetch_min_bytes: int = Field(default=2_048, ge=1, le=50_000_000)
     state_dir: Path = Path(".xdrec/state")
