@@ -192,14 +192,15 @@ class WorkerSettings(BaseModel):
     # An idle worker's first event waits this long for others to join its batch; while a batch
     # is processed the next one gathers by itself (stream/worker/batching.py), up to batch_size.
     batch_within_seconds: float = Field(default=0.005, ge=0)
-    # A fetch returns once it holds fetch_min_bytes (about eight events of 250 bytes) or after
-    # fetch_max_wait_ms (faust leaves aiokafka's 1 byte: a fetch per message). The size sets
-    # the pace at steady rates, so each worker's batches hold about as many events however
-    # many workers share the stream, and a busy worker fetches sooner than a fixed wait
-    # would let it; the wait bounds a quiet stream's latency. At 500 events/s through 1, 2
-    # and 4 workers it used 566-818, 666-768 and 810-926 µs of CPU per event against 64 KiB /
-    # 20 ms's 672-810, 1,090-1,164 and 1,538-1,620, and the median latency at half the
-    # maximum rate fell from 34-36 to 20-24 ms (docs/architecture.md).
+    # A fetch returns once it holds fetch_min_bytes of stored record batches (2 KiB: about 19
+    # events paced at 500/s, as lz4 batches of a few events store 109 bytes per event; more in
+    # bursts) or after fetch_max_wait_ms (faust leaves aiokafka's 1 byte: a fetch per message).
+    # The size sets the pace at steady rates, so each worker's batches hold about as many events
+    # however many workers share the stream, and a busy worker fetches sooner than a fixed wait
+    # would let it; the wait bounds a quiet stream's latency. At 500 events/s through 1, 2 and 4
+    # workers it used 566-818, 666-768 and 810-926 µs of CPU per event against 64 KiB / 20 ms's
+    # 672-810, 1,090-1,164 and 1,538-1,620, and the median latency at half the maximum rate fell
+    # from 34-36 to 20-24 ms (docs/architecture.md).
     fetch_max_wait_ms: int = Field(default=200, ge=0, le=10_000)
     fetch_min_bytes: int = Field(default=2_048, ge=1, le=50_000_000)
     state_dir: Path = Path(".xdrec/state")
