@@ -103,15 +103,15 @@ class EncoderSettings(BaseModel):
 
     model_path: Path | None = None
     max_length: int = Field(default=128, ge=8, le=8192)
-    # Texts per model call; unset: 64 on the CPU, 512 on a GPU (which wants more rows per kernel).
+    # Texts per model call; unset: 32 on the CPU, 512 on a GPU (which wants more rows per kernel).
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     device: str = "auto"
     # "auto": on a GPU float16; on the CPU bfloat16 where it has AMX (about 2.8x float32, cosine
     # 0.99995), else float32: a text's vector then depends on the text alone. "fastest": as
-    # auto, but on a CPU with VNNI int8 when it measures at least 1.2x float32 at a mean cosine
-    # of 0.99 on this CPU (stream/catalog/precision.py; measured once, then remembered); int8's
-    # vectors move slightly with their batch, so streaming and offline results no longer agree
-    # exactly. "int8" (CPU with VNNI) measured 1.5x-2.9x float32, cosine about 0.993.
+    # auto, but on a CPU with VNNI or AVX2 int8 when it measures at least 1.2x float32 at a mean
+    # cosine of 0.99 on this CPU (stream/catalog/precision.py; measured once, then remembered);
+    # int8's vectors move slightly with their batch, so streaming and offline results no longer
+    # agree exactly. "int8" (CPU with VNNI or AVX2) measured 1.3x-2.9x float32, cosine 0.992-0.993.
     # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
     precision: Literal["auto", "fastest", "float32", "bfloat16", "float16", "int8"] = "auto"
 

@@ -2,10 +2,10 @@
 
 How much faster a lower precision encodes differs between CPUs of the same kind (int8 dynamic
 quantization measured 1.5x on one VM and 2.8x on another), and how close it stays to float32
-differs between models. So on a CPU that can run a faster precision natively (int8 with VNNI),
-``fastest`` encodes a fixed set of probe texts in float32 and in each candidate, and keeps the
-fastest candidate whose vectors stay within ``MIN_MEAN_COSINE`` of float32's and which is at
-least ``MIN_SPEEDUP`` times as fast; otherwise float32. The choice and its figures are logged.
+differs between models. So on a CPU that can run a faster precision natively (int8 with VNNI
+or AVX2), ``fastest`` encodes a fixed set of probe texts in float32 and in each candidate, and
+keeps the fastest candidate whose vectors stay within ``MIN_MEAN_COSINE`` of float32's and which
+is at least ``MIN_SPEEDUP`` times as fast; otherwise float32. The choice and its figures are logged.
 
 The probe texts are the sample catalog's item texts (stream.data.sample), so the measurement is
 the same wherever it runs, and the accuracy half of the decision is deterministic. The choice

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from bench import encoder_speed
 from stream.catalog import encoder as encoder_module
-from stream.catalog.encoder import TextEncoder, resolve_precision
+from stream.catalog.encoder import TextEncoder, measured_candidates, resolve_precision
 from stream.core.items import item_text
 from stream.data.sample import sample_items
 from stream.settings import EncoderSettings
@@ -59,8 +59,8 @@ def test_lower_precisions_stay_close_to_float32(
 
 def test_each_precision_has_its_own_fingerprint(encoders: dict[str, TextEncoder]) -> None:
     assert encoders["bfloat16"].precision == "bfloat16"
-    # A mode this CPU cannot run falls back (int8 without VNNI runs float32) and then rightly
-    # shares float32's key: the fingerprint names the precision that really ran.
+    # A mode this CPU cannot run falls back (int8 without VNNI or AVX2 runs float32) and then
+    # rightly shares float32's key: the fingerprint names the precision that really ran.
     for first, second in combinations(encoders.values(), 2):
         same_space = first.precision == second.precision
         assert (first.fingerprint == second.fingerprint) == same_space
@@ -77,8 +77,8 @@ def test_float32_keeps_the_fingerprint_stored_items_already_have(
 
 @pytest.fixture
 def cpu_without(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CPU with AVX-512 but neither AMX nor VNNI."""
-    capabilities = {"avx512_f": True, "amx_bf16": False, "avx512_vnni": False, "avx_vnni": False}
+    """An x86 CPU before AVX2: neither AMX, VNNI nor AVX2."""
+    capabilities = {"avx": True, "amx_bf16": False, "avx512_vnni": False, "avx2": False}
     monkeypatch.setattr(encoder_module.torch.cpu, "get_capabilities", lambda: capabilities)
 
 
@@ -91,8 +91,18 @@ def test_auto_is_bfloat16_only_with_amx(monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.mark.usefixtures("cpu_without")
 def test_modes_a_cpu_cannot_run_well() -> None:
-    assert resolve_precision("int8", CPU) == "float32"  # 7-bit activations: too inaccurate
+    assert resolve_precision("int8", CPU) == "float32"  # no int8 kernels to run it
     assert resolve_precision("bfloat16", CPU) == "bfloat16"  # asked for: slow, but honoured
+
+
+@pytest.mark.parametrize(
+    "features", [{"avx2": True}, {"avx512_vnni": True}, {"avx_vnni": True, "avx2": True}]
+)
+def test_int8_runs_on_avx2_as_on_vnni(monkeypatch: pytest.MonkeyPatch, features: dict) -> None:
+    monkeypatch.setattr(encoder_module.torch.cpu, "get_capabilities", lambda: features)
+    assert resolve_precision("int8", CPU) == "int8"
+    assert resolve_precision("auto", CPU) == "float32"  # int8 only when asked or measured
+    assert measured_candidates("fastest", CPU) == ("int8",)
 
 
 def test_a_gpu_runs_half_precision_unless_asked_otherwise() -> None:
@@ -156,7 +166,7 @@ def test_tokenizing_in_threads_gives_the_same_vectors(
 
 def test_an_unset_batch_size_suits_the_device() -> None:
     assert EncoderSettings().batch_size is None
-    assert TextEncoder(device="cpu", precision="float32").batch_size == 64
+    assert TextEncoder(device="cpu", precision="float32").batch_size == 32
     assert TextEncoder(device="cpu", precision="float32", batch_size=8).batch_size == 8
 
 

@@ -74,7 +74,7 @@ def test_fastest_measures_once_on_this_cpu_then_reads_its_choice(
     first = TextEncoder(device="cpu", precision="fastest")
     assert first.precision in (*candidates, "float32", "bfloat16")
     if not candidates:
-        pytest.skip("this CPU offers no precision to measure (AMX, or no VNNI)")
+        pytest.skip("this CPU offers no precision to measure (AMX, or neither VNNI nor AVX2)")
     assert "encoder precision trial" in caplog.text
     assert len(list(tmp_path.glob("encoder-precision-*.json"))) == 1
     caplog.clear()
