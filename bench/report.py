@@ -22,8 +22,33 @@ DEFAULT_NOTE = (
 )
 
 
+# The vector units that decide the CPU paths (encoder precision, the scorer's first pass): two
+# machines both called "AMD EPYC" differed by AVX-512 and encoded at different speeds.
+CPU_FEATURES = (
+    "avx2",
+    "avx512_f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_features() -> str:
+    """Which of ``CPU_FEATURES`` this CPU has, as torch's cpuinfo reports them."""
+    from stream.cpu import capabilities
+
+    found = capabilities()
+    return " ".join(name for name in CPU_FEATURES if found.get(name)) or "none of " + " ".join(
+        CPU_FEATURES
+    )
+
+
 def machine() -> dict[str, Any]:
-    """``uname -a``, CPU model, logical cores, RAM and Python of this machine."""
+    """``uname -a``, CPU model and vector units, logical cores, RAM and Python of this
+    machine."""
     try:
         uname = subprocess.run(
             ["uname", "-a"], capture_output=True, text=True, check=True, timeout=10
@@ -46,6 +71,7 @@ def machine() -> dict[str, Any]:
     return {
         "uname": uname,
         "cpu_model": cpu,
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "ram_gib": ram_gib,
         "python": platform.python_version(),
