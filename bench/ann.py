@@ -6,9 +6,9 @@ on two cores); the queries are interest-shaped (the mean of three random items),
 excluded items. The approximate path is ``stream.core.scoring.top_k`` as the worker runs it on
 a domain with an approximate index, built and calibrated with the default settings; its peer is
 exact float32 top-K in torch (``Q @ M.T``, excluded set to -inf, ``torch.topk``), whose answers
-are the truth the recall is measured against. The worker's exact path (bfloat16 first pass where
-the CPU has it) is shown beside both. RSS is the process's resident memory grown by the vectors
-and by the index.
+are the truth the recall is measured against. The worker's exact path (a bfloat16 or int8 first
+pass where the CPU has one) is shown beside both. RSS is the process's resident memory grown by
+the vectors and by the index.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from bench.harness import Context, Outcome, RowSpec, alternated_medians
 from bench.soak import rss_mib
 from stream.core.ann import ApproximateConfig, ApproximateIndex
-from stream.core.scoring import DomainIndex, coarse_dtype, top_k
+from stream.core.scoring import DomainIndex, coarse_copy, coarse_dtype, top_k
 from stream.data.synthetic import synthetic_catalog
 from stream.settings import RecommendationSettings
 
@@ -53,7 +53,7 @@ ROWS = (
         EXACT_WORKER,
         "queries/s",
         EXACT_TORCH,
-        f"`top_k` without the approximate index (bfloat16 first pass where native): {_SAME}",
+        f"`top_k` without the approximate index (bfloat16 or int8 first pass, as `auto`): {_SAME}",
     ),
     RowSpec(EXACT_TORCH, "queries/s", None, f"exact float32 `Q @ M.T` + `torch.topk`: {_SAME}"),
     RowSpec(
@@ -90,8 +90,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
     build_seconds = time.perf_counter() - started
     with_index = rss_mib([os.getpid()])
     positions = {item_id: number for number, item_id in enumerate(item_ids)}
-    dtype = coarse_dtype("auto")
-    coarse = torch.from_numpy(matrix).to(dtype) if dtype is not None else None
+    coarse = coarse_copy(matrix, coarse_dtype("auto"))
     exact_index = DomainIndex("books", item_ids, positions, matrix, active, coarse=coarse)
     approximate_index = DomainIndex(
         "books", item_ids, positions, matrix, active, approximate=approximate

@@ -39,7 +39,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--catalog", type=int, default=10_000, help="movies in the catalog")
     parser.add_argument("--events", type=int, default=6_000)
-    parser.add_argument("--coarse-scoring", default="auto", choices=("auto", "bfloat16", "off"))
+    parser.add_argument(
+        "--coarse-scoring", default="auto", choices=("auto", "bfloat16", "int8", "off")
+    )
     parser.add_argument("--batch", type=int, default=BATCH, help="events per batch")
     parser.add_argument("--no-explain", action="store_true", help="recommendations.explain off")
     parser.add_argument("--profile", action="store_true")

@@ -16,7 +16,8 @@ import torch
 
 from bench.harness import Context, Outcome, RowSpec, alternated_medians
 from stream.core import scoring
-from stream.core.scoring import DomainIndex, coarse_dtype, top_k
+from stream.core.int8_rows import Int8Matrix
+from stream.core.scoring import DomainIndex, coarse_copy, coarse_dtype, top_k
 
 OURS = "topk_scoring_queries_per_s"
 NUMPY = "numpy_argpartition_queries_per_s"
@@ -31,8 +32,8 @@ ROWS = (
         OURS,
         "queries/s",
         NUMPY,
-        "`stream.core.scoring.top_k` as the worker runs it (a bfloat16 first pass where the CPU "
-        f"multiplies bfloat16 natively, its shortlist picked from the best blocks): {_SAME}",
+        "`stream.core.scoring.top_k` as the worker runs it (a bfloat16 or int8 first pass as "
+        f"`auto` picks for the CPU, its shortlist picked from the best blocks): {_SAME}",
     ),
     RowSpec(
         WHOLE_ROW,
@@ -56,10 +57,9 @@ def _unit(rng: np.random.Generator, rows: int) -> np.ndarray:
     return matrix
 
 
-def _coarse(matrix: np.ndarray) -> torch.Tensor | None:
+def _coarse(matrix: np.ndarray) -> torch.Tensor | Int8Matrix | None:
     """The worker's first-pass copy of the matrix, where the CPU has one (``auto``)."""
-    dtype = coarse_dtype("auto")
-    return torch.from_numpy(matrix).to(dtype) if dtype is not None else None
+    return coarse_copy(matrix, coarse_dtype("auto"))
 
 
 @contextlib.contextmanager

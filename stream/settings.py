@@ -156,9 +156,10 @@ class RecommendationSettings(BaseModel):
     explain: bool = True
     explain_top: int = Field(default=3, ge=1, le=20)
     explain_history: int = Field(default=20, ge=1, le=1_000)
-    # First pass of top-K over the whole catalog in bfloat16, the shortlist rescored in float32
-    # ("auto": where the CPU has native bfloat16 arithmetic; see stream/core/scoring.py).
-    coarse_scoring: Literal["auto", "bfloat16", "off"] = "auto"
+    # First pass of top-K over the whole catalog in bfloat16 or int8, the shortlist rescored
+    # in float32 ("auto": bfloat16 where the CPU has native bfloat16 arithmetic, else int8
+    # where fbgemm has int8 kernels (AVX2 or VNNI); see stream/core/scoring.py).
+    coarse_scoring: Literal["auto", "bfloat16", "int8", "off"] = "auto"
     # A domain with at least this many items gets an approximate nearest-neighbour index for
     # top-K's first pass, whose shortlist is scored exactly (stream/core/ann.py; the size is
     # where it measured faster than the exact pass, bench/ann.py); 0 keeps every domain exact.

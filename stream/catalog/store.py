@@ -3,8 +3,10 @@
 Each item is encoded once per encoder fingerprint and text: the RocksDB copy survives
 restarts, so a worker that restarts re-reads the catalog topic but encodes nothing it already
 has. In memory, each domain keeps a growable matrix whose prefix is handed to the scorer
-without copying, and, when the scorer's first pass runs in low precision, a copy in that dtype
-updated row by row. Thread-safe: the catalog reader and the batch processor both write here.
+without copying, and, when the scorer's first pass runs in low precision, a copy in that dtype:
+a bfloat16 copy updated row by row, or an int8 copy packed in chunks, a chunk packed again at
+the next scoring snapshot after one of its rows changed. Thread-safe: the catalog reader and
+the batch processor both write here.
 
 A domain with at least ``ApproximateConfig.min_items`` items also keeps an approximate index
 (:mod:`stream.core.ann`) in place of the low-precision copy: built when the catalog is loaded,
@@ -25,8 +27,9 @@ import torch
 from rocksdict import Options, Rdict, WriteBatch
 
 from stream.core.ann import ApproximateConfig, ApproximateIndex
+from stream.core.int8_rows import Int8Matrix, Int8Rows
 from stream.core.items import DIGEST_BYTES
-from stream.core.scoring import DomainIndex
+from stream.core.scoring import COARSE_MIN_ITEMS, DomainIndex
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class _DomainTable:
     matrix: np.ndarray = field(init=False)
     active: np.ndarray = field(init=False)
     coarse: torch.Tensor | None = field(init=False)
+    int8: Int8Rows | None = field(init=False)  # the packed int8 copy (coarse_dtype qint8)
     approximate: ApproximateIndex | None = None
     # Rows written while a background build of the approximate index runs (None: no build).
     written_during_build: list[int] | None = None
@@ -53,9 +57,11 @@ class _DomainTable:
     def __post_init__(self) -> None:
         self.matrix = np.zeros((16, self.dimension), dtype=np.float32)
         self.active = np.zeros(16, dtype=bool)
+        int8 = self.coarse_dtype == torch.qint8
+        self.int8 = Int8Rows() if int8 else None
         self.coarse = (
             torch.zeros((16, self.dimension), dtype=self.coarse_dtype)
-            if self.coarse_dtype is not None
+            if self.coarse_dtype is not None and not int8
             else None
         )
 
@@ -81,6 +87,8 @@ class _DomainTable:
             self._active_snapshot = None
         if self.coarse is not None:
             self.coarse[position] = torch.from_numpy(self.matrix[position])
+        if self.int8 is not None:
+            self.int8.written(position)
         if self.written_during_build is not None:
             self.written_during_build.append(position)
         return position
@@ -103,6 +111,15 @@ class _DomainTable:
     def rows(self) -> int:
         return len(self.item_ids)
 
+    def coarse_snapshot(self, rows: int) -> torch.Tensor | Int8Matrix | None:
+        """The first pass's copy of the first ``rows`` rows (int8 packed only where the
+        scorer uses it: from ``COARSE_MIN_ITEMS`` rows on)."""
+        if self.coarse is not None:
+            return self.coarse[:rows]
+        if self.int8 is not None and rows >= COARSE_MIN_ITEMS:
+            return self.int8.snapshot(self.matrix[:rows])
+        return None
+
     def index_rows(self, positions: list[int], indexed_before: int) -> None:
         """Add written rows to the approximate index (rows below ``indexed_before`` were in it
         already and leave a stale entry)."""
@@ -117,7 +134,7 @@ class _DomainTable:
         written = self.written_during_build or []
         self.written_during_build = None
         self.approximate = built
-        self.coarse = None  # the approximate index replaces the low-precision copy
+        self.coarse = self.int8 = None  # the approximate index replaces the low-precision copy
         self.index_rows(written + list(range(indexed_rows, self.rows)), indexed_rows)
 
 
@@ -300,7 +317,7 @@ class ItemCatalog:
                 positions=table.positions,
                 matrix=table.matrix[:rows],
                 active=table.active_snapshot(),
-                coarse=table.coarse[:rows] if table.coarse is not None else None,
+                coarse=table.coarse_snapshot(rows),
                 approximate=table.approximate,
             )
 

@@ -17,7 +17,9 @@ CPU = torch.device("cpu")
     [
         ({"amx_tile": True, "amx_bf16": True, "avx512_bf16": True}, torch.bfloat16, "bfloat16"),
         ({"avx512_bf16": True}, torch.bfloat16, "float32"),
-        ({"avx512_f": True, "avx2": True}, None, "float32"),
+        ({"avx512_f": True, "avx2": True}, torch.qint8, "float32"),
+        ({"avx2": True}, torch.qint8, "float32"),
+        ({}, None, "float32"),
     ],
 )
 def test_scoring_and_encoding_read_the_same_capabilities(

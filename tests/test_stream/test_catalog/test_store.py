@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from stream.catalog.store import ItemCatalog
+from stream.core import int8_rows
+from stream.core.int8_rows import Int8Matrix
+from stream.core.scoring import COARSE_MIN_ITEMS
 
 
-def vectors(count: int, seed: int) -> np.ndarray:
-    matrix = np.random.default_rng(seed).standard_normal((count, 8)).astype(np.float32)
+def vectors(count: int, seed: int, dim: int = 8) -> np.ndarray:
+    matrix = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
@@ -71,4 +75,44 @@ def test_a_scoring_snapshot_keeps_its_active_rows_and_the_next_one_sees_every_ch
 
     catalog.add("books", ["b2"], [b"e" * 16], vectors(1, 2))  # back in the catalog
     assert catalog.index("books").active.all()
+    catalog.close()
+
+
+def test_int8_copy_repacks_the_chunks_that_changed_and_keeps_old_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packed int8 copy follows adds and changes chunk by chunk; a snapshot already handed
+    to the scorer keeps scoring the rows it was taken with."""
+    monkeypatch.setattr(int8_rows, "CHUNK_ROWS", 1_000)
+    dim = 32
+    catalog = ItemCatalog(tmp_path / "items", "fp", dim, torch.qint8)
+    small = vectors(10, 0, dim)
+    catalog.add("books", [f"b{i}" for i in range(10)], [b"d" * 16] * 10, small)
+    assert catalog.index("books").coarse is None  # below COARSE_MIN_ITEMS: exact only
+    rest = COARSE_MIN_ITEMS + 500 - 10
+    catalog.add(
+        "books", [f"b{i}" for i in range(10, 10 + rest)], [b"d" * 16] * rest, vectors(rest, 1, dim)
+    )
+    before = catalog.index("books")
+    assert isinstance(before.coarse, Int8Matrix) and before.coarse.rows == before.size
+    assert len(before.coarse.chunks) == 3
+    queries = vectors(4, 2, dim)
+
+    def error(index) -> float:  # noqa: ANN001
+        approximate = index.coarse.scores(queries).numpy()
+        return float(np.abs(approximate - queries @ index.matrix.T).max())
+
+    assert error(before) < 0.03
+    kept = before.coarse.scores(queries).numpy()
+    changed = vectors(1, 3, dim)
+    catalog.add("books", ["b1500"], [b"e" * 16], changed)  # in the second chunk
+    after = catalog.index("books")
+    assert after.coarse.chunks[0] is before.coarse.chunks[0]  # untouched: not packed again
+    assert after.coarse.chunks[1] is not before.coarse.chunks[1]
+    assert error(after) < 0.03
+    np.testing.assert_array_equal(before.coarse.scores(queries).numpy(), kept)
+    column = after.positions["b1500"]
+    np.testing.assert_allclose(
+        after.coarse.scores(queries).numpy()[:, column], queries @ changed[0], atol=0.03
+    )
     catalog.close()

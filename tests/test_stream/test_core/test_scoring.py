@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from stream.core.int8_rows import Int8Rows
 from stream.core.scoring import (
     BLOCK,
     BLOCKED_MIN_ITEMS,
@@ -57,10 +58,14 @@ def test_ties_are_broken_by_item_id_whatever_the_order_in_the_catalog() -> None:
     assert [item for item, _ in result] == ["m1", "m3", "m9"]
 
 
+@pytest.mark.parametrize("first_pass", ["bfloat16", "int8"])
 @pytest.mark.parametrize("rows", [6_000, BLOCKED_MIN_ITEMS + 500])
-def test_bfloat16_shortlist_returns_the_exact_float32_ranking(rows: int) -> None:
-    """The first pass in bfloat16 only shortlists: items and order are float32's, and so are the
-    scores up to float32 rounding. The larger catalog shortlists from blocks."""
+def test_low_precision_shortlist_returns_the_exact_float32_ranking(
+    rows: int, first_pass: str
+) -> None:
+    """The first pass in bfloat16 or int8 only shortlists: items and order are float32's, and
+    so are the scores up to float32 rounding. The larger catalog shortlists from blocks (and
+    its int8 copy is packed in several chunks)."""
     dim = 64
     rng = np.random.default_rng(3)
     matrix = rng.standard_normal((rows, dim)).astype(np.float32)
@@ -69,10 +74,14 @@ def test_bfloat16_shortlist_returns_the_exact_float32_ranking(rows: int) -> None
     active = np.ones(rows, bool)
     active[::7] = False
     exact = DomainIndex("movies", ids, {item: i for i, item in enumerate(ids)}, matrix, active)
-    coarse = DomainIndex(
-        "movies", ids, exact.positions, matrix, active, torch.from_numpy(matrix).bfloat16()
+    copy = (
+        torch.from_numpy(matrix).bfloat16()
+        if first_pass == "bfloat16"
+        else Int8Rows().snapshot(matrix)
     )
+    coarse = DomainIndex("movies", ids, exact.positions, matrix, active, copy)
     assert coarse_dtype("bfloat16") is torch.bfloat16 and coarse_dtype("off") is None
+    assert coarse_dtype("int8") is torch.qint8
     queries = rng.standard_normal((64, dim)).astype(np.float32)
     excluded = [{f"m{i}" for i in rng.integers(0, rows, 30)} for _ in range(64)]
     shortlisted = top_k(coarse, queries, excluded, k=10)
