@@ -12,11 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import torch
 
 from bench.harness import Context, Outcome, RowSpec, alternated_medians
 from stream.core import scoring
-from stream.core.int8_rows import Int8Matrix
 from stream.core.scoring import DomainIndex, coarse_copy, coarse_dtype, top_k
 
 OURS = "topk_scoring_queries_per_s"
@@ -57,11 +55,6 @@ def _unit(rng: np.random.Generator, rows: int) -> np.ndarray:
     return matrix
 
 
-def _coarse(matrix: np.ndarray) -> torch.Tensor | Int8Matrix | None:
-    """The worker's first-pass copy of the matrix, where the CPU has one (``auto``)."""
-    return coarse_copy(matrix, coarse_dtype("auto"))
-
-
 @contextlib.contextmanager
 def _whole_row_selection() -> Iterator[None]:
     """``top_k`` with the blocked shortlist selection off, for the row beside it."""
@@ -97,7 +90,7 @@ def run(ctx: Context) -> dict[str, Outcome]:
         positions={item_id: number for number, item_id in enumerate(item_ids)},
         matrix=matrix,
         active=np.ones(sizes.topk_items, dtype=bool),
-        coarse=_coarse(matrix),
+        coarse=coarse_copy(matrix, coarse_dtype("auto")),  # as the worker's `auto`
     )
     exclude = [frozenset(item_ids[p] for p in row) for row in excluded]
 

@@ -12,7 +12,7 @@ import torch
 from stream.catalog.store import ItemCatalog
 from stream.core import int8_rows
 from stream.core.int8_rows import Int8Matrix
-from stream.core.scoring import COARSE_MIN_ITEMS
+from stream.core.scoring import COARSE_MIN_ITEMS, DomainIndex
 
 
 def vectors(count: int, seed: int, dim: int = 8) -> np.ndarray:
@@ -98,7 +98,8 @@ def test_int8_copy_repacks_the_chunks_that_changed_and_keeps_old_snapshots(
     assert len(before.coarse.chunks) == 3
     queries = vectors(4, 2, dim)
 
-    def error(index) -> float:  # noqa: ANN001
+    def error(index: DomainIndex) -> float:
+        assert isinstance(index.coarse, Int8Matrix)
         approximate = index.coarse.scores(queries).numpy()
         return float(np.abs(approximate - queries @ index.matrix.T).max())
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from stream.core.int8_rows import Int8Rows
 from stream.core.scoring import (
     BLOCK,
     BLOCKED_MIN_ITEMS,
     DomainIndex,
+    coarse_copy,
     coarse_dtype,
     top_columns,
     top_k,
@@ -74,11 +74,7 @@ def test_low_precision_shortlist_returns_the_exact_float32_ranking(
     active = np.ones(rows, bool)
     active[::7] = False
     exact = DomainIndex("movies", ids, {item: i for i, item in enumerate(ids)}, matrix, active)
-    copy = (
-        torch.from_numpy(matrix).bfloat16()
-        if first_pass == "bfloat16"
-        else Int8Rows().snapshot(matrix)
-    )
+    copy = coarse_copy(matrix, coarse_dtype(first_pass))
     coarse = DomainIndex("movies", ids, exact.positions, matrix, active, copy)
     assert coarse_dtype("bfloat16") is torch.bfloat16 and coarse_dtype("off") is None
     assert coarse_dtype("int8") is torch.qint8
