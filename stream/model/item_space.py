@@ -22,6 +22,8 @@ class ItemSpace:
         for domain in sorted(item_ids):
             offsets[domain] = position
             for item_id in item_ids[domain]:
+                if (domain, item_id) in index:
+                    raise ValueError(f"item {item_id!r} appears twice in domain {domain!r}")
                 index[(domain, item_id)] = position
                 position += 1
         return cls(sorted(item_ids), dict(item_ids), offsets, index)

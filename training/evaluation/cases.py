@@ -54,9 +54,13 @@ def load_cases(
     dataset: Dataset, splits: tuple[str, ...] = EVALUATION_SPLITS, max_users: int | None = None
 ) -> EvalData:
     """Read the folder and build cold and warm cases for the users of ``splits``."""
-    items: dict[str, list[DatasetItem]] = defaultdict(list)
+    # A catalog topic keeps an item's last record: so does the evaluation, at its first row.
+    rows: dict[str, dict[str, DatasetItem]] = defaultdict(dict)
+    repeated = 0
     for item in dataset.items():
-        items[item.domain].append(item)
+        repeated += item.item_id in rows[item.domain]
+        rows[item.domain][item.item_id] = item
+    items = {domain: list(by_id.values()) for domain, by_id in rows.items()}
     sequences: dict[str, list[DatasetInteraction]] = defaultdict(list)
     for interaction in dataset.interactions():
         sequences[interaction.user_id].append(interaction)
@@ -70,7 +74,7 @@ def load_cases(
     evaluation_users = {user for user in sequences if split_of.get(user) in EVALUATION_SPLITS}
 
     cases: dict[str, list[EvalCase]] = {"cold": [], "warm": []}
-    skipped = {"cold_without_history": 0}
+    skipped = {"cold_without_history": 0, "repeated_item_rows": repeated}
     histories: dict[str, dict[str, list[DatasetInteraction]]] = {"cold": {}, "warm": {}}
     for user in sorted(evaluation_users):
         sequence = sequences[user]
@@ -93,4 +97,4 @@ def load_cases(
 
     others = [sequence for user, sequence in sequences.items() if user not in evaluation_users]
     training = {group: others + list(histories[group].values()) for group in GROUPS}
-    return EvalData(items=dict(items), cases=cases, training=training, skipped=skipped)
+    return EvalData(items=items, cases=cases, training=training, skipped=skipped)

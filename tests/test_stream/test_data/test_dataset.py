@@ -10,7 +10,13 @@ import pytest
 
 from stream.cli.main import main
 from stream.data.dataset import Dataset, DatasetError, domain_name
+from stream.model.item_space import ItemSpace
 from tests.datasets import write_clustered_dataset
+
+
+def test_an_item_space_refuses_an_item_twice_in_a_domain() -> None:
+    with pytest.raises(ValueError, match="appears twice"):
+        ItemSpace.from_ids({"books": ["b1", "b2", "b1"]})
 
 
 @pytest.mark.parametrize(
@@ -62,16 +68,20 @@ def test_two_domains_that_would_share_a_name_are_refused(tmp_path: Path) -> None
         list(Dataset(folder).items())
 
 
-def test_evaluate_runs_on_a_dataset_with_capitalized_domains(tmp_path: Path) -> None:
+def test_evaluate_and_train_on_capitalized_domains_and_repeated_item_rows(tmp_path: Path) -> None:
     folder = write_clustered_dataset(tmp_path / "data", users=60)
     _rewrite_domains(folder, {"left": "Movies_and_TV", "right": "CDs & Vinyl"}, rating=10.0)
+    items = (folder / "items.jsonl").read_text().splitlines(keepends=True)
+    (folder / "items.jsonl").write_text("".join(items + items[:5]))  # five rows repeated
     out = tmp_path / "report"
     code = main(
-        ["evaluate", "--dataset", str(folder), "--out", str(out)]
-        + ["--methods", "popularity", "cooccurrence_knn"]
+        ["evaluate", "--dataset", str(folder), "--out", str(out), "--train-epochs", "1"]
+        + ["--methods", "popularity", "cooccurrence_knn", "--cache-dir", str(tmp_path / "c")]
     )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["meta"]["skipped"]["repeated_item_rows"] == 5
+    assert metrics["meta"]["training"]["examples"] > 0
     per_domain = metrics["methods"]["cooccurrence_knn"]["warm"]["per_domain"]
     assert set(per_domain) == {"movies_and_tv", "cds_vinyl"}
     assert sum(domain["users"] for domain in per_domain.values()) > 0
