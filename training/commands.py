@@ -33,7 +33,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="+",
         default=["popularity", "cooccurrence_knn", "zero_shot", "sasrec"],
-        help="baselines beside the trained model; sasrec is trained only with --train-epochs",
+        help="baselines beside the trained model; sasrec is trained unless --train-epochs 0",
     )
     evaluate.add_argument("--max-users", type=int, help="evaluate the first N users only")
     evaluate.add_argument("--negatives", type=int, default=999)
@@ -42,8 +42,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--train-epochs",
         type=int,
-        help="also train the transfer model (and sasrec) for at most N epochs, stopping early "
-        "on validation users, and evaluate it as 'trained'",
+        help="train the transfer model (and sasrec) for at most N epochs, stopping early on "
+        "validation users, and evaluate it as 'trained' (default: trainer.epochs, as the trainer "
+        "job trains; 0: the baselines alone)",
     )
     evaluate.add_argument(
         "--online",
@@ -172,6 +173,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     if args.dataset is None:
         raise ValueError("--dataset is required (except with --online)")
+    if args.train_epochs is not None and args.train_epochs < 0:
+        raise ValueError("--train-epochs must be 0 (no training) or more")
     from stream.data.dataset import Dataset
     from training.evaluation.offline import evaluate_offline
     from training.evaluation.report import write_report
@@ -189,9 +192,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         seed=args.seed,
         cache_dir=args.cache_dir,
-        train=TrainConfig.of_trainer(settings.trainer, epochs=args.train_epochs)
-        if args.train_epochs
-        else None,
+        train=None
+        if args.train_epochs == 0
+        else TrainConfig.of_trainer(
+            settings.trainer, epochs=args.train_epochs or settings.trainer.epochs
+        ),
         priors=priors,
     )
     if args.streaming:

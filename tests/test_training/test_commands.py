@@ -26,3 +26,11 @@ def test_evaluate_without_a_dataset_says_what_is_missing(
 ) -> None:
     assert main(["evaluate", "--out", str(tmp_path)]) == 1
     assert "--dataset is required" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_negative_epoch_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--dataset", str(tmp_path), "--out", str(tmp_path), "--train-epochs", "-1"]
+    assert main(args) == 1
+    assert "--train-epochs must be 0" in capsys.readouterr().err
