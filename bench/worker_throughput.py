@@ -363,7 +363,7 @@ def _worker_latency(
     except RuntimeError as exc:
         measured = RuntimeError(f"{exc}; log {worker.log_file}")
     window = settings.worker.batch_within_seconds
-    note = f"batches close at {settings.worker.batch_size} events or after {window:.1f} s"
+    note = f"batches close at {settings.worker.batch_size} events or after {window * 1000:.0f} ms"
     return latency.outcomes(measured, *rows, rate, note)
 
 
