@@ -106,12 +106,13 @@ class EncoderSettings(BaseModel):
     # Texts per model call; unset: 32 on the CPU, 512 on a GPU (which wants more rows per kernel).
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     device: str = "auto"
-    # "auto": on a GPU float16; on the CPU bfloat16 where it has AMX (about 2.8x float32, cosine
-    # 0.99995), else float32: a text's vector then depends on the text alone. "fastest": as
-    # auto, but on a CPU with VNNI or AVX2 int8 when it measures at least 1.2x float32 at a mean
-    # cosine of 0.99 on this CPU (stream/catalog/precision.py; measured once, then remembered);
-    # int8's vectors move slightly with their batch, so streaming and offline results no longer
-    # agree exactly. "int8" (CPU with VNNI or AVX2) measured 1.3x-2.9x float32, cosine 0.992-0.993.
+    # "auto": on a GPU float16; on the CPU float32: a text's vector then depends on the text
+    # alone, so a worker and an offline evaluation agree exactly. "fastest": on the CPU bfloat16
+    # where it has AMX (about 2.5x float32, cosine 0.99995), else int8 on a CPU with VNNI or AVX2
+    # when it measures at least 1.2x float32 at a mean cosine of 0.99 on this CPU
+    # (stream/catalog/precision.py; measured once, then remembered); both move a vector slightly
+    # with its batch (up to 1.4e-3 per component), so streaming and offline results no longer
+    # agree exactly. "int8" (CPU with VNNI or AVX2) measured 1.3x-2.9x float32, cosine 0.992.
     # Changing it re-encodes stored items: the encoder's fingerprint names the precision.
     precision: Literal["auto", "fastest", "float32", "bfloat16", "float16", "int8"] = "auto"
 

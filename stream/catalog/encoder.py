@@ -6,15 +6,19 @@ GPU when one is present. Nothing is downloaded: the model comes from a local fol
 all-MiniLM-L6-v2 by default). Callers keep the embeddings; this module caches nothing.
 
 On the CPU the model can run in a lower precision (``precision``): bfloat16 where the CPU has
-AMX (about 2.8x the float32 rate on 2 Sapphire Rapids cores, mean cosine 0.99995 to float32), or
-int8 dynamic quantization (about 1.5x, mean cosine about 0.993, and an item's vector then shifts
-slightly with the batch it is encoded in). ``auto`` takes bfloat16 where AMX is present (with
-AVX512-BF16 alone it is no faster than float32, and without either it is several times
-slower), else float32, so that a text's vector does not depend on the texts batched with it.
-``fastest`` also measures int8 against float32 on a CPU with VNNI or AVX2 and keeps it when it
-is at least 1.2x faster at a mean cosine of at least 0.99 (``stream.catalog.precision``),
-trading that exactness for speed. On a GPU both are float16 (tensor cores), and float32 and
-bfloat16 can be asked for. bench/encoder_speed.py measures each mode against sentence-transformers.
+AMX (about 2.5x the float32 rate on 2 cores, mean cosine 0.99995 to float32), or int8 dynamic
+quantization (1.3x-2.9x, mean cosine about 0.992). Both make an item's vector depend slightly on
+the batch it is encoded in: int8 quantizes activations per batch, and oneDNN's bfloat16 kernels
+sum in another order for a small batch (on a Xeon with AMX a text encoded alone differed from
+the same text in a batch of 32 by up to 1.4e-3 per component; float32 by 1.7e-7). A worker
+and an offline evaluation encode the same item in different batches, so ``auto`` on the CPU
+is float32: a text's vector is a function of the text, and streaming and offline results agree.
+``fastest`` trades that for speed: bfloat16 where AMX is present (with AVX512-BF16 alone it is
+no faster than float32, and without either several times slower), else it measures int8
+against float32 on a CPU with VNNI or AVX2 and keeps it when it is at least 1.2x faster at a
+mean cosine of at least 0.99 (``stream.catalog.precision``). On a GPU both are float16 (tensor
+cores), and float32 and bfloat16 can be asked for. bench/encoder_speed.py measures each mode
+against sentence-transformers.
 
 Texts are sorted by length and batched; beside a GPU the batches are tokenized by the Rust
 tokenizer in threads (it releases the GIL, and tokenizing is what holds a GPU back) while the
@@ -125,7 +129,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
             return "float32"
         return requested
     native = native_cpu_precisions()
-    if requested in ("auto", "fastest"):  # "fastest" may then measure int8 (measured_candidates)
+    if requested == "auto":  # exact: a vector depends on its text alone (module docstring)
+        return "float32"
+    if requested == "fastest":  # without AMX it may then measure int8 (measured_candidates)
         return "bfloat16" if "bfloat16" in native else "float32"
     if requested == "float16":
         log.warning("encoder precision fallback requested=float16 used=float32 reason=cpu")
@@ -144,7 +150,7 @@ def measured_candidates(requested: str, device: torch.device) -> tuple[str, ...]
     Only ``fastest`` measures: int8's vectors move slightly with the texts batched together
     (its activations are quantized per batch), so a worker and an offline evaluation encoding
     the same item in different batches no longer agree exactly. ``auto`` keeps every vector a
-    function of its text alone."""
+    function of its text alone (float32 on the CPU)."""
     if requested != "fastest" or device.type != "cpu":
         return ()
     native = native_cpu_precisions()
