@@ -27,4 +27,4 @@ def test_scoring_and_encoding_read_the_same_capabilities(
 ) -> None:
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
     assert coarse_dtype("auto") is scoring
-    assert resolve_precision("auto", CPU) == encoding
+    assert resolve_precision("fastest", CPU) == encoding  # auto is float32 on every CPU
