@@ -128,9 +128,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
             log.warning("encoder precision fallback requested=int8 used=float32 device=%s", device)
             return "float32"
         return requested
-    native = native_cpu_precisions()
     if requested == "auto":  # exact: a vector depends on its text alone (module docstring)
         return "float32"
+    native = native_cpu_precisions()
     if requested == "fastest":  # without AMX it may then measure int8 (measured_candidates)
         return "bfloat16" if "bfloat16" in native else "float32"
     if requested == "float16":
