@@ -1,12 +1,15 @@
 """Fit how much the ID-sequence tower counts beside the text-transfer tower, per target domain.
 
 Which tower ranks better depends on the data, the target domain and whether the user already
-has history there, so nothing here is a constant: for each (target domain, cold or warm) the
-weight of the sequence score is the one of :data:`WEIGHTS` that ranks the held-out users best
-(NDCG@10, full ranking, seen items masked, as the evaluator ranks). A slot with fewer than
-:data:`MIN_SLOT_USERS` held-out users is fitted on the users of its group (cold or warm) in every
-target domain: the best of nine noisy means over a few dozen users is mostly noise. A group
-without held-out users keeps the plain sum (weight 1).
+has history there, so nothing here is a constant: for each (target domain, cold or warm) each
+weight of :data:`WEIGHTS` ranks the held-out users (NDCG@10, full ranking, seen items masked,
+as the evaluator ranks) and the best one is kept. A slot with fewer than
+:data:`MIN_SLOT_USERS` held-out users is fitted on the users of its group (cold or warm) in
+every target domain, and there the weight kept is the one nearest the plain sum (weight 1)
+whose NDCG@10 is within one standard error of the best weight's: on a few hundred users the
+best of nine noisy means is partly luck, and fitted combination weights rarely beat the
+equal-weight combination out of sample (the forecast-combination puzzle). A group without
+held-out users keeps the plain sum.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from stream.model.fusion import COLD, WARM, FusedModel
 from stream.model.item_space import ItemSpace
 from stream.model.sasrec import SASRec, SASRecConfig
 from stream.model.transfer import ModelConfig, TransferModel, history_tensors
+from training.evaluation.statistics import (
+    best_setting,
+    one_standard_error_choice,
+    paired_standard_error,
+)
 from training.train import Examples, TrainConfig, train_model
 from training.validation import Validation, mask_seen, ndcg_at_10, validation_scores
 
@@ -27,6 +35,9 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)  # the sequence score's weights tried
 UNFITTED = 1.0  # a group (cold or warm) without held-out users
+# The equal-weight sum first, then weights ever further from it: in a slot fitted on its group,
+# a weight replaces the plain sum only when it ranks those users better by more than the noise.
+PREFERRED = sorted(WEIGHTS, key=lambda weight: (abs(np.log((weight + 0.25) / 1.25)), weight))
 # Below this many held-out users a slot borrows its group's users from every target domain
 # (docs/training.md): at 100-odd users a slot's NDCG@10 differs between weights by less than
 # its standard error. On food-kitchen every slot has 363 or more and fits on its own users.
@@ -72,10 +83,18 @@ def fit_fusion(
             own = users >= MIN_SLOT_USERS
             source = gains[domain] if own else pooled
             curve = {w: float(g.mean()) for w, g in source.items() if len(g)}
-            best = max(curve, key=lambda w: curve[w]) if curve else UNFITTED
-            weights[number, slot] = best
+            best = best_setting(source, PREFERRED) if curve else UNFITTED
+            # Too few users of its own: the weight nearest the plain sum within the noise.
+            thin = bool(curve) and not own
+            chosen = one_standard_error_choice(source, PREFERRED) if thin else best
+            weights[number, slot] = chosen
             record[domain][name] = {
-                "weight": best,
+                "weight": chosen,
+                "rule": "one_standard_error" if thin else "best",
+                "best_weight": best,
+                "standard_error": round(
+                    paired_standard_error(source[best], source[chosen]) if curve else 0.0, 5
+                ),
                 "users": users,
                 "fitted_on": "slot" if own else "group",
                 "ndcg@10": {str(w): round(v, 5) for w, v in curve.items()},

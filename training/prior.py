@@ -1,11 +1,13 @@
 """Fitting the popularity prior of version 0 (``stream.model.prior``) to an event log.
 
 The counts are the number of users who met each item, as the popularity baseline counts them.
-The two weights are chosen on held-out users, each group on its own cases: the weight that
-ranks their last event best (NDCG@10, full ranking, seen items masked, exactly as the worker
-ranks) among a grid that runs from text alone to popularity alone. Nothing in it is tuned to a
-dataset: a catalog whose texts predict well keeps a small weight, one whose texts do not gets
-a popularity chart, and the held-out users decide which.
+The two weights are chosen on held-out users, each group on its own cases, by how each weight
+of a grid from text alone to popularity alone ranks their last event (NDCG@10, full ranking,
+seen items masked, exactly as the worker ranks): the weight nearest popularity within one
+standard error of the best, so that text takes over only when it beats the chart by more
+than the noise. Nothing in it is tuned to a dataset: a catalog whose texts predict well keeps
+a small weight, one whose texts do not gets a popularity chart, and the held-out users decide
+which.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from stream.settings import Settings
 from training.evaluation.cases import GROUPS, EvalCase
 from training.evaluation.methods import ZeroShotText, mask_history
 from training.evaluation.ranking import id_order, ndcg_gains, target_ranks
+from training.evaluation.statistics import one_standard_error_choice
 from training.validation import split_validation
 
 log = logging.getLogger(__name__)
@@ -90,13 +93,13 @@ def fit_weights(
             for weight in WEIGHT_GRID:
                 scores = (cosine / np.float32(weight)).astype(np.float32) + bias
                 gains[weight].append(ndcg_gains(target_ranks(scores, targets, order)))
+        per_user = {weight: np.concatenate(parts) for weight, parts in gains.items() if parts}
         curves[group] = {
-            weight: float(np.concatenate(parts).mean()) if parts else 0.0
-            for weight, parts in gains.items()
+            weight: float(per_user[weight].mean()) if per_user else 0.0 for weight in WEIGHT_GRID
         }
-        if by_domain:
-            best = max(curves[group].values())
-            chosen[group] = next(w for w in WEIGHT_GRID if curves[group][w] == best)
+        if per_user:
+            # Popularity first: text must beat it by more than the noise to take over.
+            chosen[group] = one_standard_error_choice(per_user, sorted(WEIGHT_GRID, reverse=True))
         else:
             chosen[group] = WEIGHT_GRID[len(WEIGHT_GRID) // 2]
         log.info(

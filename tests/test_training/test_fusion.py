@@ -83,7 +83,10 @@ def test_an_id_tower_beside_an_untrained_text_tower_gets_the_most_weight(world) 
         for record in slots.values():
             if record["users"]:
                 curve = record["ndcg@10"]
-                assert record["weight"] == float(max(curve, key=curve.get))
+                assert curve[str(record["best_weight"])] == max(curve.values())
+                if record["fitted_on"] == "slot":  # enough users of its own: the best
+                    assert record["rule"] == "best"
+                    assert record["weight"] == record["best_weight"]
     # Held-out users' last events are all in "a": "b" has no one of its own and takes the
     # weights fitted on its group (cold or warm) across domains, here a's users.
     assert fit["weights"]["b"]["cold"]["users"] == 0
@@ -107,11 +110,17 @@ def test_slots_with_few_held_out_users_fit_on_their_group(world, monkeypatch) ->
         for name, record in slots.items():
             assert record["fitted_on"] == "group"
             assert record["users"] == own["weights"][domain][name]["users"]
-    # Every domain of a group gets the one weight that ranks all the group's users best.
+    # Every domain of a group gets the one weight fitted on all the group's users.
     for slot, name in ((COLD, "cold"), (WARM, "warm")):
         assert len(set(fused.weights[:, slot].tolist())) == 1
-        curve = borrowed["weights"]["a"][name]["ndcg@10"]
-        assert fused.weights[0, slot] == float(max(curve, key=curve.get))
+        assert fused.weights[0, slot] == borrowed["weights"]["a"][name]["weight"]
+        record = borrowed["weights"]["a"][name]
+        curve = record["ndcg@10"]
+        assert curve[str(record["best_weight"])] == max(curve.values())
+        # Fitted on a group: the weight kept trails the best by at most one standard error.
+        assert record["rule"] == "one_standard_error"
+        lag = curve[str(record["best_weight"])] - curve[str(record["weight"])]
+        assert lag <= record["standard_error"] + 1e-5
 
 
 def test_trained_fusion_ranks_at_least_as_well_as_its_text_tower(world) -> None:

@@ -42,8 +42,9 @@ def test_text_that_predicts_keeps_a_small_weight() -> None:
     """Each user's movie is the one whose text matches their book; popularity is noise."""
     counts = np.concatenate([np.zeros(40), np.random.default_rng(1).integers(1, 50, 40)])
     cold, curves = _fit([_case(u, u, u) for u in range(40)], counts)
-    assert cold == WEIGHT_GRID[0]
-    assert curves["cold"][cold] == 1.0  # every target ranked first
+    assert cold <= 1.0
+    assert curves["cold"][cold] > 0.95  # (nearly) every target ranked first
+    assert curves["cold"][WEIGHT_GRID[-1]] < 0.2
 
 
 def test_text_that_does_not_predict_gets_the_chart() -> None:
@@ -83,3 +84,12 @@ def test_prior_of_keeps_counted_items_only() -> None:
     prior = prior_of(space, counts, 1.0, 2.0)
     assert prior.counts == {"books": {"b00": 2.0}, "movies": {"m05": 7.0}}
     assert (prior.cold_weight, prior.warm_weight) == (1.0, 2.0)
+
+
+def test_text_no_better_than_the_chart_beyond_noise_keeps_the_chart() -> None:
+    """Half the users' movies match their book, half are the chart's top: text alone and the
+    chart alone each find half, so popularity with text as a tie-break is kept."""
+    counts = np.concatenate([np.zeros(40), np.arange(40, dtype=float)])
+    cases = [_case(u, u, u) for u in range(0, 38, 2)] + [_case(u, u, 39) for u in range(1, 38, 2)]
+    cold, _ = _fit(cases, counts)
+    assert cold == WEIGHT_GRID[-1]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluation.statistics import paired_bootstrap, versus_best_other
+from training.evaluation.statistics import (
+    one_standard_error_choice,
+    paired_bootstrap,
+    versus_best_other,
+)
 
 
 def test_a_constant_lead_has_an_interval_of_that_lead() -> None:
@@ -39,3 +43,20 @@ def test_compares_with_the_best_other_method_by_its_mean() -> None:
     assert result is not None and result["method"] == "b"
     assert result["difference"] == pytest.approx(1 / 3, abs=1e-6)
     assert versus_best_other({"trained": gains["trained"]}, "trained", {"trained": 1.0}) is None
+
+
+def test_one_standard_error_keeps_the_preferred_setting_within_the_noise() -> None:
+    """A lead smaller than its standard error does not displace the preferred setting."""
+    rng = np.random.default_rng(0)
+    safe = rng.random(200)
+    noise = rng.normal(0.0, 0.05, 200)
+    lucky = safe + 0.002 + noise - noise.mean()  # ahead by much less than the noise
+    assert np.mean(lucky) > np.mean(safe)
+    assert one_standard_error_choice({1.0: safe, 2.0: lucky}, [1.0, 2.0]) == 1.0
+
+
+def test_one_standard_error_takes_a_lead_beyond_the_noise() -> None:
+    rng = np.random.default_rng(0)
+    safe = rng.random(200)
+    better = safe + rng.normal(0.1, 0.05, 200)
+    assert one_standard_error_choice({1.0: safe, 2.0: better}, [1.0, 2.0]) == 2.0

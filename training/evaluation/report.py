@@ -313,6 +313,15 @@ def _comparison_section(protocols: Sequence[tuple[str, Mapping[str, Any]]]) -> l
     ]
 
 
+def _chosen_by(slot: Mapping[str, Any]) -> str:
+    """How a slot's weight was chosen, in words (records before the rule say nothing: best)."""
+    where = "its own users" if slot.get("fitted_on", "slot") == "slot" else "its group's users"
+    if slot.get("rule") == "one_standard_error":
+        best = _fmt(_number(slot.get("best_weight")))
+        return f"{where}: nearest 1 within one standard error (best {best})"
+    return f"best on {where}"
+
+
 def _fusion_section(training: Mapping[str, Any]) -> list[str]:
     """How the trained model's two towers were weighed (``stream.model.fusion``), if fused."""
     weights = _mapping(_mapping(training.get("fusion")).get("weights"))
@@ -329,6 +338,7 @@ def _fusion_section(training: Mapping[str, Any]) -> list[str]:
                         group,
                         _fmt(_number(slot.get("weight"))),
                         _fmt_count(slot.get("users")),
+                        _chosen_by(slot),
                     ]
                 )
     return [
@@ -338,10 +348,12 @@ def _fusion_section(training: Mapping[str, Any]) -> list[str]:
         "`text_tower`, an ablation, not one of its rivals) and an ID-sequence tower (the "
         "`sasrec` row, when that method is evaluated). Each is trained on the same examples "
         "with its own early stopping; the ID tower's score is weighed per target domain and "
-        "per group (cold: no history in the target domain) by the weight that ranked "
-        "held-out users best.",
+        "per group (cold: no history in the target domain) by the weight that ranked its "
+        "held-out users best; a slot with too few of them is fitted on its group's users in "
+        "every domain, with the weight nearest the plain sum (1) within one standard error "
+        "of the best.",
         "",
-        *_table(["target domain", "group", "ID-tower weight", "held-out users"], rows),
+        *_table(["target domain", "group", "ID-tower weight", "held-out users", "chosen by"], rows),
         "",
     ]
 

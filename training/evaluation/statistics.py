@@ -47,3 +47,36 @@ def versus_best_other(
         "difference": round(difference, 6),
         "ci95": [round(lower, 6), round(upper, 6)],
     }
+
+
+def paired_standard_error(first: np.ndarray, second: np.ndarray) -> float:
+    """The standard error of the mean of ``first - second`` (per case, same order)."""
+    difference = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+    if len(difference) < 2:
+        return 0.0
+    return float(difference.std(ddof=1) / np.sqrt(len(difference)))
+
+
+def one_standard_error_choice(
+    gains: dict[float, np.ndarray], preferred_first: list[float]
+) -> float:
+    """The first setting of ``preferred_first`` whose mean gain is within one standard error
+    of the best setting's (the standard error of the paired difference over the same users).
+
+    On a few hundred held-out users the best of ten noisy means is mostly luck; the
+    one-standard-error rule keeps the safer setting unless another beats it by more than the
+    noise. ``gains`` maps each setting to its per-user gains (same users, same order)."""
+    means = {setting: float(np.mean(values)) for setting, values in gains.items()}
+    best = best_setting(gains, preferred_first)
+    for setting in preferred_first:
+        if means[best] - means[setting] <= paired_standard_error(gains[best], gains[setting]):
+            return setting
+    return best
+
+
+def best_setting(gains: dict[float, np.ndarray], preferred_first: list[float]) -> float:
+    """The setting with the best mean gain; a tie goes to the one preferred first."""
+    return max(
+        preferred_first,
+        key=lambda setting: (float(np.mean(gains[setting])), -preferred_first.index(setting)),
+    )
