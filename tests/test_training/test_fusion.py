@@ -130,3 +130,8 @@ def test_trained_fusion_ranks_at_least_as_well_as_its_text_tower(world) -> None:
     assert summary["fusion"]["validation"]["score"] >= text_alone["score"] - 1e-9
     assert summary["sasrec"]["examples"] == summary["examples"]
     assert summary["fusion"]["validation"]["score"] > summary["validation"]["popularity"]["score"]
+
+
+def test_the_preferred_order_tries_every_weight_from_the_plain_sum_outwards() -> None:
+    assert sorted(fusion.PREFERRED) == sorted(fusion.WEIGHTS)
+    assert fusion.PREFERRED[0] == 1.0

@@ -7,6 +7,8 @@ a 95% interval. An interval above 0 says the lead holds for this population of u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 RESAMPLES = 2_000
@@ -58,7 +60,7 @@ def paired_standard_error(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def one_standard_error_choice(
-    gains: dict[float, np.ndarray], preferred_first: list[float]
+    gains: dict[float, np.ndarray], preferred_first: Sequence[float]
 ) -> float:
     """The first setting of ``preferred_first`` whose mean gain is within one standard error
     of the best setting's (the standard error of the paired difference over the same users).
@@ -74,7 +76,7 @@ def one_standard_error_choice(
     return best
 
 
-def best_setting(gains: dict[float, np.ndarray], preferred_first: list[float]) -> float:
+def best_setting(gains: dict[float, np.ndarray], preferred_first: Sequence[float]) -> float:
     """The setting with the best mean gain; a tie goes to the one preferred first."""
     return max(
         preferred_first,
